@@ -1,0 +1,61 @@
+"""Shared fixtures: an MlflowClient on the session's server, notebooks executed against it, and a
+service that is not MLflow."""
+
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import nbformat
+import pytest
+from mlflow import MlflowClient
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def execute_notebook(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in a fresh kernel (raises CellExecutionError on failure)."""
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    )
+    client.execute()
+    return notebook
+
+
+@pytest.fixture(scope="session")
+def client(mlflow_server) -> MlflowClient:
+    return MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture(scope="session")
+def notebook_ran(client):
+    """Make sure a notebook has logged to this session's server: nbval ran it first in a full
+    `pytest`; when a test file runs alone, execute the notebook here."""
+
+    def ensure(notebook: str, experiment_name: str):
+        if client.get_experiment_by_name(experiment_name) is None:
+            execute_notebook(REPO / notebook)
+        return client.get_experiment_by_name(experiment_name)
+
+    return ensure
+
+
+class NotMlflow(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def other_service():
+    """Something that is not MLflow answers HTTP on a port."""
+    server = HTTPServer(("127.0.0.1", 0), NotMlflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()

@@ -4,8 +4,9 @@ PORT ?= 8080
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: lab server test test-full lint clean-venv
+.PHONY: lab server test test-full lint screenshots chromium clean-venv
 
 lab: $(INSTALLED)
 	$(BIN)/python tools/lab.py lab --port $(PORT)
@@ -21,6 +22,17 @@ test-full: $(INSTALLED) lint
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+
+# The README's imgs/*.png, from a temporary server holding real (full-mode) runs.
+screenshots: $(INSTALLED) $(CHROMIUM)
+	$(BIN)/python -m tools.screenshots
+
+# Debian's chromium for the screenshots and tests/test_ui.py (Debian/Ubuntu, as root).
+chromium: $(CHROMIUM)
+
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 # (Re)install whenever requirements.txt is newer than the last install.
 $(INSTALLED): requirements.txt

@@ -4,24 +4,11 @@ service that is not MLflow."""
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
-import nbformat
 import pytest
 from mlflow import MlflowClient
-from nbclient import NotebookClient
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def execute_notebook(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
-    """Run a notebook top to bottom in a fresh kernel (raises CellExecutionError on failure)."""
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
-    )
-    client.execute()
-    return notebook
+from tools.notebooks import REPO, execute_notebook
 
 
 @pytest.fixture(scope="session")

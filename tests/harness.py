@@ -7,7 +7,6 @@ SMOKE_TEST; it is stopped by its own pid at the end, pass or fail. A failing tes
 import ctypes
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -18,12 +17,6 @@ import pytest
 from tools import lab
 
 _server = {}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((lab.HOST, 0))
-        return sock.getsockname()[1]
 
 
 def become_subreaper():
@@ -37,7 +30,7 @@ def pytest_sessionstart(session):
     become_subreaper()
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
     log_path = data_dir / "server.log"
-    url = f"http://{lab.HOST}:{free_port()}"
+    url = f"http://{lab.HOST}:{lab.free_port()}"
     process = lab.start_server(int(url.rsplit(":", 1)[1]), data_dir, log_path)
     _server.update(process=process, data_dir=data_dir, log_path=log_path, url=url)
     try:

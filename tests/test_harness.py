@@ -1,4 +1,5 @@
-"""The suite's own promises: a failing notebook shows the server log, and nothing is left running."""
+"""The suite's own promises: a failing notebook shows the server log, and nothing it started (server,
+kernel, Ray) is left running."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ from tests.conftest import REPO
 FAILING_NOTEBOOK = nbformat.v4.new_notebook(
     cells=[
         nbformat.v4.new_code_cell("import mlflow\nmlflow.set_experiment('harness-check')"),
+        nbformat.v4.new_code_cell("import ray\nray.init(num_cpus=1, include_dashboard=False)"),
         nbformat.v4.new_code_cell("assert False, 'this notebook fails on purpose'"),
     ]
 )

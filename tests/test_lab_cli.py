@@ -2,6 +2,11 @@
 
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
 
 from tests.conftest import REPO
 
@@ -24,3 +29,20 @@ def test_server_reuses_a_running_mlflow_server(mlflow_server):
     result = run_lab("server", "--port", mlflow_server["url"].rsplit(":", 1)[1])
     assert result.returncode == 0
     assert "already answers" in result.stdout
+
+
+def test_server_listens_on_loopback_only(mlflow_server):
+    port = int(mlflow_server["url"].rsplit(":", 1)[1])
+    sockets = psutil.net_connections("inet")
+    listening = {s.laddr.ip for s in sockets if s.status == psutil.CONN_LISTEN and s.laddr.port == port}
+    assert listening == {"127.0.0.1"}
+
+
+def test_server_refuses_a_foreign_host_header(mlflow_server):
+    """MLflow's security middleware: a page on another site cannot reach the server by DNS rebinding."""
+    request = urllib.request.Request(f"{mlflow_server['url']}/health", headers={"Host": "attacker.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403
+    with urllib.request.urlopen(f"{mlflow_server['url']}/health", timeout=5) as response:
+        assert response.status == 200

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO, execute_notebook
+from tests.conftest import REPO
+from tools.notebooks import execute_notebook
 
 EXPERIMENT = "mlflow-tracking-lab"
 MODEL = "digits-classifier"

@@ -10,6 +10,7 @@ The server keeps its SQLite database and artifacts in `.mlflow/` (git-ignored) a
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,13 @@ def probe(url: str, timeout: float = 2.0) -> str:
         return "other"
     except (urllib.error.URLError, OSError):
         return "none"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
 
 def start_server(port: int, data_dir: Path, log_path: Path) -> subprocess.Popen:

@@ -1,0 +1,59 @@
+"""The tuning notebook runs on a real (local, two-node) Ray cluster through RAY_ADDRESS."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import REPO
+from tools.lab import free_port
+from tools.notebooks import execute_notebook
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def ray_start(*args: str) -> None:
+    """`ray start` launches daemons and exits; the harness (a subreaper) adopts them."""
+    command = [RAY, "start", "--disable-usage-stats", *args]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    address = f"127.0.0.1:{free_port()}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={tmp_path}"]
+    try:
+        ray_start("--head", f"--port={address.rsplit(':', 1)[1]}", "--include-dashboard=false", *common)
+        ray_start(f"--address={address}", *common)
+        yield address
+    finally:
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        for process in started:
+            process.terminate()
+        _, alive = psutil.wait_procs(started, timeout=15)
+        for process in alive:
+            process.kill()
+
+
+def asha_trials(client) -> int:
+    experiment = client.get_experiment_by_name("ray-tune-lab")
+    if experiment is None:
+        return 0
+    return len(client.search_runs([experiment.experiment_id], "tags.strategy = 'asha'", max_results=1000))
+
+
+def test_solution_runs_on_a_two_node_cluster(two_node_cluster, monkeypatch, client):
+    trials_before = asha_trials(client)
+    monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
+    notebook = execute_notebook(REPO / "ray_tune_solution.ipynb")
+    printed = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    assert "2 node(s), 2 CPUs" in printed, "the notebook did not join the two-node cluster"
+    assert asha_trials(client) > trials_before, "no trial of this run logged to MLflow"

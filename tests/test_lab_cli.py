@@ -39,10 +39,10 @@ def test_server_listens_on_loopback_only(mlflow_server):
 
 
 def test_server_refuses_a_foreign_host_header(mlflow_server):
-    """MLflow's security middleware: a page on another site cannot reach the server by DNS rebinding."""
-    request = urllib.request.Request(f"{mlflow_server['url']}/health", headers={"Host": "attacker.example"})
+    """MLflow's security middleware: a page on another site cannot reach the API by DNS rebinding."""
+    api = f"{mlflow_server['url']}/api/2.0/mlflow/experiments/search?max_results=1"
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=5)
+        urllib.request.urlopen(urllib.request.Request(api, headers={"Host": "attacker.example"}), timeout=5)
     assert refused.value.code == 403
-    with urllib.request.urlopen(f"{mlflow_server['url']}/health", timeout=5) as response:
+    with urllib.request.urlopen(api, timeout=5) as response:
         assert response.status == 200

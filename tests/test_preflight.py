@@ -10,7 +10,7 @@ from nbclient.exceptions import CellExecutionError
 
 from tests.conftest import REPO
 
-NOTEBOOKS = ["mlflow_tracking.ipynb", "ray_tune_solution.ipynb"]
+NOTEBOOKS = ["mlflow_tracking.ipynb", "ray_tune_solution.ipynb", "diffusion.ipynb"]
 START_COMMAND = "mlflow server --host 127.0.0.1 --port 8080"
 DEADLINE_S = 10
 

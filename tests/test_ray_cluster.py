@@ -48,6 +48,7 @@ def asha_trials(client) -> int:
 def test_solution_runs_on_a_two_node_cluster(two_node_cluster, monkeypatch, client):
     trials_before = asha_trials(client)
     monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
+    monkeypatch.setenv("SMOKE_TEST", "1")
     notebook = execute_notebook(REPO / "ray_tune_solution.ipynb")
     printed = "".join(
         output.get("text", "")

@@ -1,0 +1,77 @@
+"""A tracking-server outage of a few seconds during a sweep: the sweep finishes, nothing is lost.
+
+The MLflow client retries failed requests with a growing back-off (about four minutes in all), so
+trials that log while the server restarts wait for it and carry on.
+"""
+
+import os
+import signal
+import threading
+import time
+
+from mlflow import MlflowClient
+
+from tests.conftest import REPO
+from tools import lab
+from tools.notebooks import execute_notebook
+
+MAX_EPOCHS = 3  # the notebook's smoke mode, which this test runs
+
+
+def crash_and_restart_when_trials_log(url, server, data_dir, log_path, outage: dict, give_up):
+    """Kill the server (SIGKILL: a crash) as soon as grid-search trials log, then start it again."""
+    client = MlflowClient(url)
+    while not give_up.wait(0.2):
+        experiment = client.get_experiment_by_name("ray-tune-lab")
+        if experiment and client.search_runs([experiment.experiment_id], "tags.strategy = 'grid'"):
+            break
+    else:
+        return
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    down_at = time.monotonic()
+    port = int(url.rsplit(":", 1)[1])
+    outage["server"] = lab.start_server(port, data_dir, log_path)
+    lab.wait_until_healthy(url, outage["server"], log_path)
+    outage["seconds"] = time.monotonic() - down_at
+
+
+def test_sweep_survives_a_server_restart(tmp_path, monkeypatch, capsys):
+    port = lab.free_port()
+    url = f"http://{lab.HOST}:{port}"
+    data_dir, log_path = tmp_path / "mlflow", tmp_path / "server.log"
+    server = lab.start_server(port, data_dir, log_path)
+    outage, notebook_done = {}, threading.Event()
+    try:
+        lab.wait_until_healthy(url, server, log_path)
+        restarter = threading.Thread(
+            target=crash_and_restart_when_trials_log,
+            args=(url, server, data_dir, log_path, outage, notebook_done),
+        )
+        restarter.start()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("SMOKE_TEST", "1")
+        try:
+            execute_notebook(REPO / "ray_tune_solution.ipynb")
+        finally:
+            notebook_done.set()
+            restarter.join(timeout=120)
+        assert "seconds" in outage, "the server was not restarted during the sweep"
+        with capsys.disabled():
+            print(f"\n[outage] the tracking server was down for {outage['seconds']:.1f} s during the sweep")
+        assert_grid_trials_complete(MlflowClient(url))
+    finally:
+        for process in (server, outage.get("server")):
+            if process is not None:
+                lab.stop(process)
+
+
+def assert_grid_trials_complete(client):
+    experiment = client.get_experiment_by_name("ray-tune-lab")
+    [grid] = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'grid'")
+    trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{grid.info.run_id}'")
+    assert trials and all(t.info.status == "FINISHED" for t in trials)
+    for trial in trials:
+        for key in ("val_accuracy", "val_loss"):
+            steps = [m.step for m in client.get_metric_history(trial.info.run_id, key)]
+            assert steps == list(range(MAX_EPOCHS)), f"{trial.info.run_name} logged {key} at steps {steps}"

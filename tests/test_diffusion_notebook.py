@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import find_runs, logged_models, metric_steps
+
 EXPERIMENT = "diffusion-lab"
 MODEL = "tiny-diffusion"
 TUNED_PARAMS = {"schedule", "timesteps", "beta_start", "beta_end", "hidden_size", "depth", "embedding", "lr"}
@@ -15,19 +17,11 @@ def experiment(notebook_ran):
     return notebook_ran("diffusion.ipynb", EXPERIMENT)
 
 
-def find_runs(client, experiment, filter_string):
-    return client.search_runs([experiment.experiment_id], filter_string, max_results=200)
-
-
 def latest_run(client, experiment, filter_string):
     """The newest matching run (the notebook may have run more than once against this server)."""
     runs = find_runs(client, experiment, filter_string)
     assert runs, f"no run matches {filter_string!r}"
     return max(runs, key=lambda run: run.info.start_time)
-
-
-def steps(client, run_id, key):
-    return [m.step for m in client.get_metric_history(run_id, key)]
 
 
 @pytest.mark.parametrize("stage", ["baseline", "tuned"])
@@ -36,8 +30,8 @@ def test_trained_runs_have_params_and_metric_histories(client, experiment, stage
     assert run.info.status == "FINISHED"
     assert TUNED_PARAMS <= set(run.data.params)
     epochs = int(run.data.params["epochs"])
-    assert steps(client, run.info.run_id, "train_loss") == list(range(epochs))
-    quality_steps = steps(client, run.info.run_id, "mmd_ratio")
+    assert metric_steps(client, run.info.run_id, "train_loss") == list(range(epochs))
+    quality_steps = metric_steps(client, run.info.run_id, "mmd_ratio")
     assert len(quality_steps) >= 2 and quality_steps[-1] == epochs - 1, quality_steps
     assert run.data.metrics["mmd_floor"] > 0
     assert np.isfinite(run.data.metrics["mmd_ratio"])
@@ -49,13 +43,9 @@ def test_trained_runs_have_sample_images_gif_and_a_sampler(client, experiment, s
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_history.png", "reverse_process.gif"} <= artifacts, artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
-    quality_steps = steps(client, run.info.run_id, "mmd_ratio")
+    quality_steps = metric_steps(client, run.info.run_id, "mmd_ratio")
     assert len([p for p in images if p.endswith(".png")]) >= len(quality_steps), images
-    models = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}'",
-        output_format="list",
-    )
+    models = logged_models(experiment, run.info.run_id)
     assert len(models) == 1
 
 
@@ -67,7 +57,7 @@ def test_tuning_trials_are_nested_and_logged(client, experiment):
     for trial in trials:
         assert trial.info.status == "FINISHED", f"{trial.info.run_name} is {trial.info.status}"
         assert TUNED_PARAMS <= set(trial.data.params)
-        assert steps(client, trial.info.run_id, "mmd_ratio"), f"{trial.info.run_name} has no mmd_ratio"
+        assert metric_steps(client, trial.info.run_id, "mmd_ratio"), f"{trial.info.run_name} has no mmd_ratio"
         assert client.list_artifacts(trial.info.run_id, "images"), f"{trial.info.run_name} has no images"
 
 

@@ -11,7 +11,7 @@ import time
 
 from mlflow import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, metric_steps
 from tools import lab
 from tools.notebooks import execute_notebook
 
@@ -73,5 +73,5 @@ def assert_grid_trials_complete(client):
     assert trials and all(t.info.status == "FINISHED" for t in trials)
     for trial in trials:
         for key in ("val_accuracy", "val_loss"):
-            steps = [m.step for m in client.get_metric_history(trial.info.run_id, key)]
+            steps = metric_steps(client, trial.info.run_id, key)
             assert steps == list(range(MAX_EPOCHS)), f"{trial.info.run_name} logged {key} at steps {steps}"

@@ -1,7 +1,11 @@
 """The tuning notebook runs on a real (local, two-node) Ray cluster through RAY_ADDRESS."""
 
+import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -17,14 +21,20 @@ RAY = str(Path(sys.executable).with_name("ray"))
 def ray_start(*args: str) -> None:
     """`ray start` launches daemons and exits; the harness (a subreaper) adopts them."""
     command = [RAY, "start", "--disable-usage-stats", *args]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    started = subprocess.run(command, capture_output=True, text=True, timeout=120, env=os.environ)
+    assert started.returncode == 0, f"{' '.join(command)} failed:\n{started.stdout}\n{started.stderr}"
 
 
 @pytest.fixture
-def two_node_cluster(tmp_path):
+def two_node_cluster(monkeypatch):
+    # Ray's token authentication: every node and the driver present the same secret.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     address = f"127.0.0.1:{free_port()}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={tmp_path}"]
+    # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is < 108 bytes).
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp_dir}"]
     try:
         ray_start("--head", f"--port={address.rsplit(':', 1)[1]}", "--include-dashboard=false", *common)
         ray_start(f"--address={address}", *common)
@@ -36,6 +46,7 @@ def two_node_cluster(tmp_path):
         _, alive = psutil.wait_procs(started, timeout=15)
         for process in alive:
             process.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def asha_trials(client) -> int:

@@ -11,6 +11,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from sklearn.datasets import load_digits
 
+from tests.conftest import find_runs, metric_steps, the_run
 from tools import make_exercise
 
 EXPERIMENT = "ray-tune-lab"
@@ -55,10 +56,6 @@ def experiment(notebook_ran):
     return notebook_ran("ray_tune_solution.ipynb", EXPERIMENT)
 
 
-def runs(client, experiment, filter_string):
-    return client.search_runs([experiment.experiment_id], filter_string, max_results=500)
-
-
 @pytest.fixture(scope="module")
 def parents(client, experiment):
     """The parent run of each strategy."""
@@ -69,18 +66,14 @@ def parents(client, experiment):
 def trials(client, experiment, parents):
     """Trial runs per strategy, nested under the strategy's parent run."""
     return {
-        strategy: runs(client, experiment, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        strategy: find_runs(client, experiment, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         for strategy, parent in parents.items()
     }
 
 
-def the_run(client, experiment, filter_string):
-    [run] = runs(client, experiment, filter_string)
-    return run
-
 
 def history(client, run, key="val_accuracy"):
-    return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+    return metric_steps(client, run.info.run_id, key)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO
+from tests.conftest import REPO, find_runs, logged_models, metric_steps, the_run
 from tools.notebooks import execute_notebook
 
 EXPERIMENT = "mlflow-tracking-lab"
@@ -19,16 +19,6 @@ SMOKE_TEST = os.environ.get("SMOKE_TEST") == "1"
 @pytest.fixture(scope="module")
 def experiment(notebook_ran):
     return notebook_ran("mlflow_tracking.ipynb", EXPERIMENT)
-
-
-def find_runs(client, experiment, filter_string):
-    return client.search_runs([experiment.experiment_id], filter_string, max_results=100)
-
-
-def the_run(client, experiment, filter_string):
-    runs = find_runs(client, experiment, filter_string)
-    assert len(runs) == 1, f"expected one run for {filter_string!r}, found {len(runs)}"
-    return runs[0]
 
 
 def test_experiment_has_a_description(experiment):
@@ -50,8 +40,7 @@ def test_baseline_run_has_per_epoch_and_system_metrics(client, experiment):
     run = the_run(client, experiment, "tags.stage = 'baseline'")
     epochs = int(run.data.params["epochs"])
     for key in EPOCH_METRICS:
-        history = client.get_metric_history(run.info.run_id, key)
-        assert [m.step for m in history] == list(range(epochs)), key
+        assert metric_steps(client, run.info.run_id, key) == list(range(epochs)), key
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert losses[-1] < losses[0], "the training loss did not go down"
     assert "system/cpu_utilization_percentage" in run.data.metrics
@@ -74,12 +63,8 @@ def test_sweep_children_are_nested_and_log_models(client, experiment):
     assert len(children) == (2 if SMOKE_TEST else 4)
     for child in children:
         epochs = int(child.data.params["epochs"])
-        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == epochs
-        models = mlflow.search_logged_models(
-            experiment_ids=[experiment.experiment_id],
-            filter_string=f"source_run_id = '{child.info.run_id}'",
-            output_format="list",
-        )
+        assert metric_steps(client, child.info.run_id, "val_accuracy") == list(range(epochs))
+        models = logged_models(experiment, child.info.run_id)
         assert len(models) == 1, f"{child.info.run_name} logged {len(models)} models"
 
 
@@ -110,11 +95,7 @@ def test_autolog_run_records_params_metrics_and_model(client, experiment):
     run = the_run(client, experiment, "tags.mlflow.runName = 'sklearn-autolog'")
     assert {"C", "max_iter", "solver"} <= set(run.data.params)
     assert run.data.metrics["training_accuracy_score"] > 0.9
-    models = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}'",
-        output_format="list",
-    )
+    models = logged_models(experiment, run.info.run_id)
     assert len(models) == 1
 
 

@@ -9,6 +9,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from tools import lab
 from tools.notebooks import REPO, execute_notebook
 
 
@@ -28,6 +29,19 @@ def notebook_ran(client):
         return client.get_experiment_by_name(experiment_name)
 
     return ensure
+
+
+@pytest.fixture
+def private_server(tmp_path):
+    """A temporary MLflow server of the test's own, for runs that must not mix with the session's."""
+    port = lab.free_port()
+    url, log_path = f"http://{lab.HOST}:{port}", tmp_path / "server.log"
+    server = lab.start_server(port, tmp_path / "mlflow", log_path)
+    try:
+        lab.wait_until_healthy(url, server, log_path)
+        yield url
+    finally:
+        lab.stop(server)
 
 
 def find_runs(client, experiment, filter_string: str = "") -> list:

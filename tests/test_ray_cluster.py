@@ -10,12 +10,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow import MlflowClient
 
 from tests.conftest import REPO
 from tools.lab import free_port
 from tools.notebooks import execute_notebook
 
 RAY = str(Path(sys.executable).with_name("ray"))
+SMOKE_TRIALS = 4  # trials per strategy in the notebook's smoke mode
 
 
 def ray_start(*args: str) -> None:
@@ -49,16 +51,9 @@ def two_node_cluster(monkeypatch):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def asha_trials(client) -> int:
-    experiment = client.get_experiment_by_name("ray-tune-lab")
-    if experiment is None:
-        return 0
-    return len(client.search_runs([experiment.experiment_id], "tags.strategy = 'asha'", max_results=1000))
-
-
-def test_solution_runs_on_a_two_node_cluster(two_node_cluster, monkeypatch, client):
-    trials_before = asha_trials(client)
+def test_solution_runs_on_a_two_node_cluster(two_node_cluster, private_server, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", private_server)
     monkeypatch.setenv("SMOKE_TEST", "1")
     notebook = execute_notebook(REPO / "ray_tune_solution.ipynb")
     printed = "".join(
@@ -68,4 +63,8 @@ def test_solution_runs_on_a_two_node_cluster(two_node_cluster, monkeypatch, clie
         for output in cell.outputs
     )
     assert "2 node(s), 2 CPUs" in printed, "the notebook did not join the two-node cluster"
-    assert asha_trials(client) > trials_before, "no trial of this run logged to MLflow"
+    client = MlflowClient(private_server)
+    experiment = client.get_experiment_by_name("ray-tune-lab")
+    [asha] = client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'asha'")
+    trials = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{asha.info.run_id}'")
+    assert len(trials) == SMOKE_TRIALS, "the ASHA trials on the cluster did not all log to MLflow"

@@ -1,5 +1,5 @@
-"""Shared fixtures: an MlflowClient on the session's server, notebooks executed against it, and a
-service that is not MLflow."""
+"""Shared fixtures and helpers: an MlflowClient on the session's server, notebooks executed against it,
+a private server for tests that must not share it, a service that is not MLflow, and run look-ups."""
 
 import os
 import threading

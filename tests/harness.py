@@ -30,8 +30,9 @@ def pytest_sessionstart(session):
     become_subreaper()
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
     log_path = data_dir / "server.log"
-    url = f"http://{lab.HOST}:{lab.free_port()}"
-    process = lab.start_server(int(url.rsplit(":", 1)[1]), data_dir, log_path)
+    port = lab.free_port()
+    url = f"http://{lab.HOST}:{port}"
+    process = lab.start_server(port, data_dir, log_path)
     _server.update(process=process, data_dir=data_dir, log_path=log_path, url=url)
     try:
         lab.wait_until_healthy(url, process, log_path)

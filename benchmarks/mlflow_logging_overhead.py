@@ -52,6 +52,36 @@ def sweep(trainable, trials, storage, callbacks=()) -> float:
     return elapsed
 
 
+def time_the_ways(trials: int, repeats: int, notebook: dict, uri: str, workdir: Path) -> dict:
+    """Wall times of each way to log, `repeats` times, against the MLflow server at uri."""
+    mlflow.set_tracking_uri(uri)
+    experiment_id = mlflow.create_experiment("logging-benchmark")
+    parent_id = mlflow.MlflowClient().create_run(experiment_id, run_name="benchmark").info.run_id
+    tracking = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id}
+    trivial, trial_logger = notebook["trivial_trainable"], notebook["MLflowTrialLogger"]
+    logged = tune.with_parameters(notebook["trivial_trainable_logged"], tracking=tracking)
+    ray_callback = MLflowLoggerCallback(uri, experiment_name="logging-benchmark")
+    storage = str(workdir / "ray_results")
+    ways = {
+        "no logging": lambda: sweep(trivial, trials, storage),
+        "MLflowLoggerCallback": lambda: sweep(trivial, trials, storage, [ray_callback]),
+        "setup_mlflow": lambda: sweep(logged, trials, storage),
+        "MLflowTrialLogger": lambda: sweep(
+            trivial, trials, storage, [trial_logger(uri, experiment_id, parent_id)]
+        ),
+    }
+    ray.init(num_cpus=min(2, os.cpu_count()), include_dashboard=False, log_to_driver=False)
+    try:
+        sweep(trivial, 2, storage)  # warm up: the first sweep starts Ray's worker pool
+        times = {way: [] for way in ways}
+        for _ in range(repeats):
+            for way, run in ways.items():
+                times[way].append(run())
+        return times
+    finally:
+        ray.shutdown()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=12)
@@ -60,38 +90,11 @@ def main():
     notebook = load_definitions(
         NOTEBOOK, "trivial_trainable", "trivial_trainable_logged", "MLflowTrialLogger"
     )
-    trivial, trial_logger = notebook["trivial_trainable"], notebook["MLflowTrialLogger"]
-
-    workdir = Path(tempfile.mkdtemp(prefix="logging-benchmark-"))
-    port = lab.free_port()
-    uri = f"http://{lab.HOST}:{port}"
-    server = lab.start_server(port, workdir / "mlflow", workdir / "server.log")
-    try:
-        lab.wait_until_healthy(uri, server, workdir / "server.log")
-        mlflow.set_tracking_uri(uri)
-        experiment_id = mlflow.create_experiment("logging-benchmark")
-        parent_id = mlflow.MlflowClient().create_run(experiment_id, run_name="benchmark").info.run_id
-        tracking = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id}
-        logged = tune.with_parameters(notebook["trivial_trainable_logged"], tracking=tracking)
-        ray_callback = MLflowLoggerCallback(uri, experiment_name="logging-benchmark")
-        ray.init(num_cpus=min(2, os.cpu_count()), include_dashboard=False, log_to_driver=False)
-        storage = str(workdir / "ray_results")
-        ways = {
-            "no logging": lambda: sweep(trivial, args.trials, storage),
-            "MLflowLoggerCallback": lambda: sweep(trivial, args.trials, storage, [ray_callback]),
-            "setup_mlflow": lambda: sweep(logged, args.trials, storage),
-            "MLflowTrialLogger": lambda: sweep(
-                trivial, args.trials, storage, [trial_logger(uri, experiment_id, parent_id)]
-            ),
-        }
-        sweep(trivial, 2, storage)  # warm up: the first sweep starts Ray's worker pool
-        times = {way: [] for way in ways}
-        for _ in range(args.repeats):
-            for way, run in ways.items():
-                times[way].append(run())
-    finally:
-        ray.shutdown()
-        lab.stop(server)
+    with (
+        tempfile.TemporaryDirectory(prefix="logging-benchmark-") as workdir,
+        lab.temporary_server(Path(workdir) / "mlflow") as server,
+    ):
+        times = time_the_ways(args.trials, args.repeats, notebook, server.url, Path(workdir))
 
     baseline = statistics.median(times["no logging"])
     print(f"{args.trials} trials x 5 reports, median of {args.repeats} runs:")

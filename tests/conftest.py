@@ -34,14 +34,8 @@ def notebook_ran(client):
 @pytest.fixture
 def private_server(tmp_path):
     """A temporary MLflow server of the test's own, for runs that must not mix with the session's."""
-    port = lab.free_port()
-    url, log_path = f"http://{lab.HOST}:{port}", tmp_path / "server.log"
-    server = lab.start_server(port, tmp_path / "mlflow", log_path)
-    try:
-        lab.wait_until_healthy(url, server, log_path)
-        yield url
-    finally:
-        lab.stop(server)
+    with lab.temporary_server(tmp_path / "mlflow") as server:
+        yield server.url
 
 
 def find_runs(client, experiment, filter_string: str = "") -> list:

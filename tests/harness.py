@@ -4,6 +4,7 @@ It starts before collection, so the notebook kernels nbval starts inherit MLFLOW
 SMOKE_TEST; it is stopped by its own pid at the end, pass or fail. A failing test shows its log.
 """
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 from tools import lab
 
+_session = contextlib.ExitStack()
 _server = {}
 
 
@@ -29,25 +31,19 @@ def become_subreaper():
 def pytest_sessionstart(session):
     become_subreaper()
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
-    log_path = data_dir / "server.log"
-    port = lab.free_port()
-    url = f"http://{lab.HOST}:{port}"
-    process = lab.start_server(port, data_dir, log_path)
-    _server.update(process=process, data_dir=data_dir, log_path=log_path, url=url)
+    _session.callback(shutil.rmtree, data_dir, ignore_errors=True)
     try:
-        lab.wait_until_healthy(url, process, log_path)
+        server = _session.enter_context(lab.temporary_server(data_dir))
     except lab.LabError as error:
         raise pytest.UsageError(f"The temporary MLflow server did not start: {error}") from None
-    os.environ["MLFLOW_TRACKING_URI"] = url
+    _server.update(url=server.url, data_dir=data_dir, log_path=server.log_path)
+    os.environ["MLFLOW_TRACKING_URI"] = server.url
     os.environ.setdefault("SMOKE_TEST", "1")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _server:
-        return
-    lab.stop(_server["process"])
+    _session.close()  # stops the server, then removes its data
     stop_descendants()
-    shutil.rmtree(_server["data_dir"], ignore_errors=True)
 
 
 def stop_descendants(timeout: float = 10):

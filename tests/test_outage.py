@@ -4,6 +4,7 @@ The MLflow client retries failed requests with a growing back-off (about four mi
 trials that log while the server restarts wait for it and carry on.
 """
 
+import contextlib
 import os
 import signal
 import threading
@@ -18,38 +19,34 @@ from tools.notebooks import execute_notebook
 MAX_EPOCHS = 3  # the notebook's smoke mode, which this test runs
 
 
-def crash_and_restart_when_trials_log(url, server, data_dir, log_path, outage: dict, give_up):
-    """Kill the server (SIGKILL: a crash) as soon as grid-search trials log, then start it again."""
-    client = MlflowClient(url)
+def crash_and_restart_when_trials_log(server: lab.Server, restarted, outage: dict, give_up):
+    """Kill the server (SIGKILL: a crash) as soon as grid-search trials log, then start it again on
+    the same port and data; the restarted server is stopped when the `restarted` ExitStack closes."""
+    client = MlflowClient(server.url)
     while not give_up.wait(0.2):
         experiment = client.get_experiment_by_name("ray-tune-lab")
         if experiment and client.search_runs([experiment.experiment_id], "tags.strategy = 'grid'"):
             break
     else:
         return
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait()
     down_at = time.monotonic()
-    port = int(url.rsplit(":", 1)[1])
-    outage["server"] = lab.start_server(port, data_dir, log_path)
-    lab.wait_until_healthy(url, outage["server"], log_path)
+    port = int(server.url.rsplit(":", 1)[1])
+    process = lab.start_server(port, server.log_path.parent, server.log_path)
+    restarted.callback(lab.stop, process)
+    lab.wait_until_healthy(server.url, process, server.log_path)
     outage["seconds"] = time.monotonic() - down_at
 
 
 def test_sweep_survives_a_server_restart(tmp_path, monkeypatch, capsys):
-    port = lab.free_port()
-    url = f"http://{lab.HOST}:{port}"
-    data_dir, log_path = tmp_path / "mlflow", tmp_path / "server.log"
-    server = lab.start_server(port, data_dir, log_path)
     outage, notebook_done = {}, threading.Event()
-    try:
-        lab.wait_until_healthy(url, server, log_path)
+    with lab.temporary_server(tmp_path / "mlflow") as server, contextlib.ExitStack() as restarted:
         restarter = threading.Thread(
-            target=crash_and_restart_when_trials_log,
-            args=(url, server, data_dir, log_path, outage, notebook_done),
+            target=crash_and_restart_when_trials_log, args=(server, restarted, outage, notebook_done)
         )
         restarter.start()
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
         monkeypatch.setenv("SMOKE_TEST", "1")
         try:
             execute_notebook(REPO / "ray_tune_solution.ipynb")
@@ -59,11 +56,7 @@ def test_sweep_survives_a_server_restart(tmp_path, monkeypatch, capsys):
         assert "seconds" in outage, "the server was not restarted during the sweep"
         with capsys.disabled():
             print(f"\n[outage] the tracking server was down for {outage['seconds']:.1f} s during the sweep")
-        assert_grid_trials_complete(MlflowClient(url))
-    finally:
-        for process in (server, outage.get("server")):
-            if process is not None:
-                lab.stop(process)
+        assert_grid_trials_complete(MlflowClient(server.url))
 
 
 def assert_grid_trials_complete(client):

@@ -4,10 +4,11 @@
     python tools/lab.py lab [--port 8080]      # server (unless one answers already) + Jupyter Lab
 
 The server keeps its SQLite database and artifacts in `.mlflow/` (git-ignored) and listens on
-127.0.0.1 only. The test suite imports `start_server`, `wait_until_healthy` and `stop`.
+127.0.0.1 only. The tests, the benchmark and the screenshot tool use `temporary_server`.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,6 +92,27 @@ def stop(process: subprocess.Popen, timeout: float = 10):
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+@contextlib.contextmanager
+def temporary_server(data_dir: Path):
+    """An MLflow server on a free port, keeping its data and log in data_dir: answering /health
+    inside the `with` block, stopped (with its process group) when the block ends."""
+    port = free_port()
+    url, log_path = f"http://{HOST}:{port}", data_dir / "server.log"
+    process = start_server(port, data_dir, log_path)
+    try:
+        wait_until_healthy(url, process, log_path)
+        yield Server(url, process, log_path)
+    finally:
+        stop(process)
 
 
 def tail(path: Path, lines: int = 40) -> str:

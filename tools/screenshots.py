@@ -9,7 +9,6 @@ reach 127.0.0.1. tests/test_ui.py opens the UI with the same `ui_page` and `show
 
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -148,25 +147,20 @@ def main() -> int:
     # Turn `kill` into a normal exit, so `finally` stops the server.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     started = time.monotonic()
-    data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-screenshots-"))
-    log_path = data_dir / "server.log"
-    port = lab.free_port()
-    url = f"http://{lab.HOST}:{port}"
-    server = lab.start_server(port, data_dir, log_path)
     try:
-        lab.wait_until_healthy(url, server, log_path)
-        print(f"Running {NOTEBOOK} in full against {url} ...")
-        os.environ.update(MLFLOW_TRACKING_URI=url, SMOKE_TEST="0")
-        execute_notebook(lab.REPO / NOTEBOOK)
-        print(f"Capturing the UI into {IMGS} ...")
-        IMGS.mkdir(exist_ok=True)
-        capture_all(url, IMGS)
+        with (
+            tempfile.TemporaryDirectory(prefix="mlflow-lab-screenshots-") as data_dir,
+            lab.temporary_server(Path(data_dir)) as server,
+        ):
+            print(f"Running {NOTEBOOK} in full against {server.url} ...")
+            os.environ.update(MLFLOW_TRACKING_URI=server.url, SMOKE_TEST="0")
+            execute_notebook(lab.REPO / NOTEBOOK)
+            print(f"Capturing the UI into {IMGS} ...")
+            IMGS.mkdir(exist_ok=True)
+            capture_all(server.url, IMGS)
     except lab.LabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    finally:
-        lab.stop(server)
-        shutil.rmtree(data_dir, ignore_errors=True)
     print(f"Done in {time.monotonic() - started:.0f} s.")
     return 0
 

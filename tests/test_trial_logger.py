@@ -29,7 +29,7 @@ class StandInTrial:
 
 
 class CountingClient:
-    """Passes calls on to an MlflowClient and counts them; each one is a request to the server."""
+    """Passes calls on to an MlflowClient and counts them: the logger's requests to the server."""
 
     def __init__(self, client):
         self.client, self.calls = client, Counter()

@@ -1,18 +1,20 @@
 # Two commands: `make lab` (set up, start MLflow + Jupyter Lab) and `make test` (the whole suite).
+# The others are tools: each runs one way, from here.
 PYTHON ?= python3
 PORT ?= 8080
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+SUBMISSIONS ?=
 
-.PHONY: lab server test test-full lint screenshots chromium clean-venv
+.PHONY: lab server test test-full lint exercise clean-notebooks bench grade screenshots chromium clean-venv
 
 lab: $(INSTALLED)
-	$(BIN)/python tools/lab.py lab --port $(PORT)
+	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
 
 server: $(INSTALLED)
-	$(BIN)/python tools/lab.py server --port $(PORT)
+	$(BIN)/python -m tools.lab server --port $(PORT)
 
 test: $(INSTALLED) lint
 	$(BIN)/pytest
@@ -22,6 +24,22 @@ test-full: $(INSTALLED) lint
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+
+# ray_tune.ipynb (the exercise) from ray_tune_solution.ipynb; edit the solution, then run this.
+exercise: $(INSTALLED)
+	$(BIN)/python -m tools.make_exercise
+
+# Strip outputs and execution counts from the notebooks before committing.
+clean-notebooks: $(INSTALLED)
+	$(BIN)/python -m tools.clean_notebooks
+
+# What tracking each Ray Tune trial in MLflow costs (a few minutes).
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks.mlflow_logging_overhead $(BENCH_ARGS)
+
+# Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
+grade: $(INSTALLED)
+	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 # The README's imgs/*.png, from a temporary server holding real (full-mode) runs.
 screenshots: $(INSTALLED) $(CHROMIUM)

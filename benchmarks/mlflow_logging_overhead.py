@@ -11,18 +11,16 @@ and prints the median wall time of each and its ratio to the sweep without loggi
 
 The trainables and the logger are the ones defined in ray_tune_solution.ipynb, not copies.
 
-    .venv/bin/python benchmarks/mlflow_logging_overhead.py [--trials 12] [--repeats 5]
+    make bench [BENCH_ARGS='--trials 12 --repeats 5']   # python -m benchmarks.mlflow_logging_overhead
 """
 
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # as in the notebook: no link per ended run
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic output, which verbose=0 silences
 
@@ -31,10 +29,11 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402
 
-from tools import lab  # noqa: E402
+from labkit.trial_logger import MLflowTrialLogger  # noqa: E402
+from tools import REPO, mlflow_server  # noqa: E402
 from tools.notebooks import load_definitions  # noqa: E402
 
-NOTEBOOK = lab.REPO / "ray_tune_solution.ipynb"
+NOTEBOOK = REPO / "ray_tune_solution.ipynb"
 TARGET = 1.5  # the notebook's default way may take at most this many times the sweep without logging
 
 
@@ -58,7 +57,7 @@ def time_the_ways(trials: int, repeats: int, notebook: dict, uri: str, workdir: 
     experiment_id = mlflow.create_experiment("logging-benchmark")
     parent_id = mlflow.MlflowClient().create_run(experiment_id, run_name="benchmark").info.run_id
     tracking = {"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent_id}
-    trivial, trial_logger = notebook["trivial_trainable"], notebook["MLflowTrialLogger"]
+    trivial = notebook["trivial_trainable"]
     logged = tune.with_parameters(notebook["trivial_trainable_logged"], tracking=tracking)
     ray_callback = MLflowLoggerCallback(uri, experiment_name="logging-benchmark")
     storage = str(workdir / "ray_results")
@@ -67,7 +66,7 @@ def time_the_ways(trials: int, repeats: int, notebook: dict, uri: str, workdir: 
         "MLflowLoggerCallback": lambda: sweep(trivial, trials, storage, [ray_callback]),
         "setup_mlflow": lambda: sweep(logged, trials, storage),
         "MLflowTrialLogger": lambda: sweep(
-            trivial, trials, storage, [trial_logger(uri, experiment_id, parent_id)]
+            trivial, trials, storage, [MLflowTrialLogger(uri, experiment_id, parent_id)]
         ),
     }
     ray.init(num_cpus=min(2, os.cpu_count()), include_dashboard=False, log_to_driver=False)
@@ -87,12 +86,10 @@ def main():
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    notebook = load_definitions(
-        NOTEBOOK, "trivial_trainable", "trivial_trainable_logged", "MLflowTrialLogger"
-    )
+    notebook = load_definitions(NOTEBOOK, "trivial_trainable", "trivial_trainable_logged")
     with (
         tempfile.TemporaryDirectory(prefix="logging-benchmark-") as workdir,
-        lab.temporary_server(Path(workdir) / "mlflow") as server,
+        mlflow_server.temporary_server(Path(workdir) / "mlflow") as server,
     ):
         times = time_the_ways(args.trials, args.repeats, notebook, server.url, Path(workdir))
 

@@ -1,16 +1,15 @@
-"""Shared fixtures and helpers: an MlflowClient on the session's server, notebooks executed against it,
-a private server for tests that must not share it, a service that is not MLflow, and run look-ups."""
+"""Shared fixtures: an MlflowClient on the session's server, notebooks executed against it, a private
+server for tests that must not share it, and a service that is not MLflow."""
 
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tools import lab
-from tools.notebooks import REPO, execute_notebook
+from tools import REPO, mlflow_server
+from tools.notebooks import execute_notebook
 
 
 @pytest.fixture(scope="session")
@@ -34,30 +33,8 @@ def notebook_ran(client):
 @pytest.fixture
 def private_server(tmp_path):
     """A temporary MLflow server of the test's own, for runs that must not mix with the session's."""
-    with lab.temporary_server(tmp_path / "mlflow") as server:
+    with mlflow_server.temporary_server(tmp_path / "mlflow") as server:
         yield server.url
-
-
-def find_runs(client, experiment, filter_string: str = "") -> list:
-    return client.search_runs([experiment.experiment_id], filter_string, max_results=1000)
-
-
-def the_run(client, experiment, filter_string: str):
-    runs = find_runs(client, experiment, filter_string)
-    assert len(runs) == 1, f"expected one run for {filter_string!r}, found {len(runs)}"
-    return runs[0]
-
-
-def metric_steps(client, run_id: str, key: str) -> list[int]:
-    return [m.step for m in client.get_metric_history(run_id, key)]
-
-
-def logged_models(experiment, run_id: str) -> list:
-    return mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=f"source_run_id = '{run_id}'",
-        output_format="list",
-    )
 
 
 class NotMlflow(BaseHTTPRequestHandler):

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tools import lab
+from tools.mlflow_server import ServerError, tail, temporary_server
 
 _session = contextlib.ExitStack()
 _server = {}
@@ -33,8 +33,8 @@ def pytest_sessionstart(session):
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
     _session.callback(shutil.rmtree, data_dir, ignore_errors=True)
     try:
-        server = _session.enter_context(lab.temporary_server(data_dir))
-    except lab.LabError as error:
+        server = _session.enter_context(temporary_server(data_dir))
+    except ServerError as error:
         raise pytest.UsageError(f"The temporary MLflow server did not start: {error}") from None
     _server.update(url=server.url, data_dir=data_dir, log_path=server.log_path)
     os.environ["MLFLOW_TRACKING_URI"] = server.url
@@ -61,7 +61,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed and _server:
-        report.sections.append(("MLflow server log (tail)", lab.tail(_server["log_path"])))
+        report.sections.append(("MLflow server log (tail)", tail(_server["log_path"])))
 
 
 @pytest.fixture(scope="session")

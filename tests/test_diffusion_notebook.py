@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import find_runs, logged_models, metric_steps
+from tests.runs import find_runs, logged_models, metric_steps
 
 EXPERIMENT = "diffusion-lab"
 MODEL = "tiny-diffusion"

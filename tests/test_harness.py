@@ -8,7 +8,7 @@ import sys
 import nbformat
 import psutil
 
-from tests.conftest import REPO
+from tools import REPO
 
 FAILING_NOTEBOOK = nbformat.v4.new_notebook(
     cells=[

@@ -1,19 +1,26 @@
-"""`make lab` / `make server` (tools/lab.py) refuse a taken port and reuse a running server."""
+"""`make lab` / `make server` (tools.lab): start MLflow and Jupyter, stop both, refuse a taken port,
+reuse a running server, listen on loopback only."""
 
+import os
+import selectors
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
 import psutil
 import pytest
 
-from tests.conftest import REPO
+from tools import REPO, mlflow_server
+from tools.mlflow_server import free_port
 
 
 def run_lab(*args):
     return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "lab.py"), *args],
+        [sys.executable, "-m", "tools.lab", *args], cwd=REPO,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -46,3 +53,75 @@ def test_server_refuses_a_foreign_host_header(mlflow_server):
     assert refused.value.code == 403
     with urllib.request.urlopen(api, timeout=5) as response:
         assert response.status == 200
+
+
+def lab_url(lab: subprocess.Popen, timeout: float = 180) -> str:
+    """Read what `make lab` prints until it names Jupyter's URL; fail with its output otherwise."""
+    printed, deadline = [], time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    selector.register(lab.stdout, selectors.EVENT_READ)
+    while time.monotonic() < deadline and lab.poll() is None:
+        if selector.select(timeout=1):
+            line = lab.stdout.readline()
+            printed.append(line)
+            if line.startswith("Jupyter Lab: "):
+                return line.removeprefix("Jupyter Lab: ").strip()
+    raise AssertionError(f"`make lab` printed no Jupyter URL:\n{''.join(printed)}")
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
+def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
+    """As root too (CI runs as root), with Jupyter's favourite port taken, stopped as a user would."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    mlflow_url = f"http://127.0.0.1:{free_port()}"
+    with socket.socket() as taken:  # Jupyter's first choice of port is busy: it moves on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        command = [
+            "make", "--no-print-directory", "lab", f"PORT={mlflow_url.rsplit(':', 1)[1]}",
+            f"LAB_ARGS=--no-browser --jupyter-port {taken_port}",
+        ]  # fmt: skip
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+        lab = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            url = lab_url(lab)
+            assert f":{taken_port}/" not in url, f"{url} is the taken port"
+            assert "token=" in url and answers(url), f"the printed URL does not open Jupyter: {url}"
+            assert mlflow_server.probe(mlflow_url) == "mlflow"
+            if stop == "Ctrl-C":  # the terminal sends SIGINT to every process of the job
+                os.killpg(lab.pid, signal.SIGINT)
+            else:  # `kill` of the lab process itself
+                [tool] = [p for p in psutil.Process(lab.pid).children() if "tools.lab" in p.cmdline()]
+                tool.terminate()
+            lab.wait(timeout=60)
+        finally:
+            if lab.poll() is None:
+                os.killpg(lab.pid, signal.SIGKILL)
+    assert mlflow_server.probe(mlflow_url) == "none" and not answers(url)
+    assert not still_running(before)
+
+
+def still_running(before: set) -> list:
+    """Processes started since `before` that still run. Orphans are adopted by this (subreaper)
+    process: reap the ones that have exited."""
+    running = []
+    for process in psutil.Process().children(recursive=True):
+        if process.pid in before:
+            continue
+        if process.status() == psutil.STATUS_ZOMBIE:
+            os.waitpid(process.pid, os.WNOHANG)
+        else:
+            running.append((process.pid, process.cmdline()))
+    return running

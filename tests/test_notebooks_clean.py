@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from tests.conftest import REPO
+from tools import REPO
 
 NOTEBOOKS = sorted(REPO.glob("*.ipynb"))
 
@@ -21,4 +21,4 @@ def test_notebook_is_valid_and_has_no_outputs(path):
         for index, cell in enumerate(notebook.cells)
         if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
     ]
-    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; clear them"
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts: `make clean-notebooks`"

@@ -12,14 +12,14 @@ import time
 
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, metric_steps
-from tools import lab
+from tests.runs import metric_steps
+from tools import REPO, mlflow_server
 from tools.notebooks import execute_notebook
 
 MAX_EPOCHS = 3  # the notebook's smoke mode, which this test runs
 
 
-def crash_and_restart_when_trials_log(server: lab.Server, restarted, outage: dict, give_up):
+def crash_and_restart_when_trials_log(server: mlflow_server.Server, restarted, outage: dict, give_up):
     """Kill the server (SIGKILL: a crash) as soon as grid-search trials log, then start it again on
     the same port and data; the restarted server is stopped when the `restarted` ExitStack closes."""
     client = MlflowClient(server.url)
@@ -33,15 +33,15 @@ def crash_and_restart_when_trials_log(server: lab.Server, restarted, outage: dic
     server.process.wait()
     down_at = time.monotonic()
     port = int(server.url.rsplit(":", 1)[1])
-    process = lab.start_server(port, server.log_path.parent, server.log_path)
-    restarted.callback(lab.stop, process)
-    lab.wait_until_healthy(server.url, process, server.log_path)
+    process = mlflow_server.start(port, server.log_path.parent, server.log_path)
+    restarted.callback(mlflow_server.stop, process)
+    mlflow_server.wait_until_healthy(server.url, process, server.log_path)
     outage["seconds"] = time.monotonic() - down_at
 
 
 def test_sweep_survives_a_server_restart(tmp_path, monkeypatch, capsys):
     outage, notebook_done = {}, threading.Event()
-    with lab.temporary_server(tmp_path / "mlflow") as server, contextlib.ExitStack() as restarted:
+    with mlflow_server.temporary_server(tmp_path / "mlflow") as server, contextlib.ExitStack() as restarted:
         restarter = threading.Thread(
             target=crash_and_restart_when_trials_log, args=(server, restarted, outage, notebook_done)
         )

@@ -12,8 +12,8 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO
-from tools.lab import free_port
+from tools import REPO
+from tools.mlflow_server import free_port
 from tools.notebooks import execute_notebook
 
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from sklearn.datasets import load_digits
 
-from tests.conftest import find_runs, metric_steps, the_run
+from tests.runs import find_runs, metric_steps, the_run
 from tools import make_exercise
 
 EXPERIMENT = "ray-tune-lab"
@@ -29,7 +29,7 @@ def test_generator_replaces_every_solution_region_with_a_hinted_stub():
     exercise = make_exercise.make_exercise(solution)
     regions = sum(c.source.count("### BEGIN SOLUTION") for c in solution.cells)
     stubs = sum(c.source.count("raise NotImplementedError(") for c in exercise.cells)
-    assert regions == stubs == 5
+    assert regions == stubs == 4
     assert "(exercise)" in exercise.cells[0].source
     assert not any("### " in c.source for c in exercise.cells if c.cell_type == "code")
 

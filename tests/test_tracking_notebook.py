@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.conftest import REPO, find_runs, logged_models, metric_steps, the_run
+from tests.runs import find_runs, logged_models, metric_steps, the_run
+from tools import REPO
 from tools.notebooks import execute_notebook
 
 EXPERIMENT = "mlflow-tracking-lab"

@@ -1,5 +1,5 @@
-"""The tuning notebook's `MLflowTrialLogger`, driven directly with stand-in trials as Tune would drive
-it: what it logs, in how many requests, and how it carries on after an interrupted sweep."""
+"""The lab's `MLflowTrialLogger` (labkit/trial_logger.py), driven directly with stand-in trials as Tune
+would drive it: what it logs, in how many requests, and how it carries on after an interrupted sweep."""
 
 import time
 import uuid
@@ -8,21 +8,23 @@ from collections import Counter
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tools.notebooks import REPO, load_definitions
+from labkit.trial_logger import MLflowTrialLogger
+from tools import REPO
+from tools.notebooks import load_definitions
 
 SOLUTION = REPO / "ray_tune_solution.ipynb"
 
 
 @pytest.fixture(scope="module")
 def trial_logger():
-    return load_definitions(SOLUTION, "MLflowTrialLogger")["MLflowTrialLogger"]
+    return MLflowTrialLogger
 
 
 class StandInTrial:
-    """What the logger uses of a Tune trial: its id, its config and its name."""
+    """What the logger uses of a Tune trial: its id, config, name and last result."""
 
     def __init__(self, trial_id: str, **config):
-        self.trial_id, self.config = trial_id, config
+        self.trial_id, self.config, self.last_result = trial_id, config, {}
 
     def __str__(self):
         return f"trainable_{self.trial_id}"
@@ -96,6 +98,20 @@ def test_a_short_trial_costs_three_requests_and_is_logged_completely(trial_logge
     assert history(client, run) == [(epoch, pytest.approx(0.5 + epoch / 10)) for epoch in range(5)]
 
 
+def test_a_trial_a_scheduler_stops_early_ends_killed(trial_logger, client, sweep):
+    logger = start_logger(trial_logger, client, sweep, max_iterations=5)
+    stopped, finished = StandInTrial("e1", lr=0.01), StandInTrial("e2", lr=0.1)
+    for trial, reports in ((stopped, 2), (finished, 5)):
+        logger.on_trial_start(0, [], trial)
+        for epoch in range(reports):
+            trial.last_result = result(epoch, val_accuracy=0.5)
+            logger.on_trial_result(0, [], trial, trial.last_result)
+        logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end([stopped, finished])
+    status = {run.info.run_name: run.info.status for run in trial_runs(client, sweep)}
+    assert status == {"trainable_e1": "KILLED", "trainable_e2": "FINISHED"}
+
+
 def test_a_long_trial_shows_its_progress_before_it_ends(trial_logger, client, sweep):
     logger = start_logger(trial_logger, client, sweep, flush_every_s=0)
     trial = StandInTrial("b1", lr=0.01)
@@ -152,7 +168,7 @@ def test_a_failed_request_does_not_stop_the_sweep_but_is_raised_at_its_end(trial
 
 
 def test_load_definitions_finds_only_what_the_notebook_defines():
-    found = load_definitions(SOLUTION, "trivial_trainable", "MLflowTrialLogger")
-    assert found["MLflowTrialLogger"].__module__ == "ray_tune_solution"
+    found = load_definitions(SOLUTION, "trivial_trainable", "train_digits")
+    assert found["train_digits"].__module__ == "ray_tune_solution"
     with pytest.raises(LookupError, match="no_such_function"):
         load_definitions(SOLUTION, "no_such_function")

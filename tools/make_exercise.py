@@ -1,7 +1,7 @@
 """Generate an exercise notebook from its solution, nbgrader-style.
 
-    python tools/make_exercise.py           # write ray_tune.ipynb from ray_tune_solution.ipynb
-    python tools/make_exercise.py --check   # exit 1 if ray_tune.ipynb is not what it would write
+    make exercise                          # write ray_tune.ipynb from ray_tune_solution.ipynb
+    python -m tools.make_exercise --check  # exit 1 if ray_tune.ipynb is not what it would write
 
 In code cells of the solution, each region
 
@@ -20,11 +20,11 @@ and "(solution)" in the title becomes "(exercise)". Edit the solution, never the
 import argparse
 import re
 import sys
-from pathlib import Path
 
 import nbformat
 
-REPO = Path(__file__).resolve().parent.parent
+from tools import REPO
+
 SOLUTION, EXERCISE = REPO / "ray_tune_solution.ipynb", REPO / "ray_tune.ipynb"
 REGION = re.compile(
     r"^(?P<indent>[ \t]*)### BEGIN SOLUTION: (?P<hint>.+?)\n.*?^[ \t]*### END SOLUTION[ \t]*$",
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     expected = nbformat.writes(make_exercise(nbformat.read(SOLUTION, as_version=4))) + "\n"
     if args.check:
         if not EXERCISE.exists() or EXERCISE.read_text() != expected:
-            print(f"{EXERCISE.name} is out of date: run `python tools/make_exercise.py`", file=sys.stderr)
+            print(f"{EXERCISE.name} is out of date: run `make exercise`", file=sys.stderr)
             return 1
         print(f"{EXERCISE.name} matches {SOLUTION.name}")
         return 0

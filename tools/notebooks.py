@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from tools.lab import REPO
+from tools import REPO
 
 
 def execute_notebook(path: Path, timeout: int = 900) -> nbformat.NotebookNode:

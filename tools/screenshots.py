@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from mlflow import MlflowClient
 
-from tools import lab
+from tools import REPO, mlflow_server
 from tools.notebooks import execute_notebook
 
 try:
@@ -27,7 +27,7 @@ try:
 except ImportError:  # tests/test_ui.py skips without it; `make screenshots` installs it
     sync_playwright = None
 
-IMGS = lab.REPO / "imgs"
+IMGS = REPO / "imgs"
 NOTEBOOK = "mlflow_tracking.ipynb"
 EXPERIMENT = "mlflow-tracking-lab"
 MODEL = "digits-classifier"
@@ -59,7 +59,7 @@ def browser_unavailable() -> str | None:
 
 def only_loopback(route):
     """Let the page reach the local MLflow server only; block anything else it asks for."""
-    if route.request.url.startswith(f"http://{lab.HOST}:"):
+    if route.request.url.startswith(f"http://{mlflow_server.HOST}:"):
         route.continue_()
     else:
         route.abort()
@@ -150,15 +150,15 @@ def main() -> int:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="mlflow-lab-screenshots-") as data_dir,
-            lab.temporary_server(Path(data_dir)) as server,
+            mlflow_server.temporary_server(Path(data_dir)) as server,
         ):
             print(f"Running {NOTEBOOK} in full against {server.url} ...")
             os.environ.update(MLFLOW_TRACKING_URI=server.url, SMOKE_TEST="0")
-            execute_notebook(lab.REPO / NOTEBOOK)
+            execute_notebook(REPO / NOTEBOOK)
             print(f"Capturing the UI into {IMGS} ...")
             IMGS.mkdir(exist_ok=True)
             capture_all(server.url, IMGS)
-    except lab.LabError as error:
+    except mlflow_server.ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"Done in {time.monotonic() - started:.0f} s.")

@@ -5,31 +5,22 @@ SMOKE_TEST; it is stopped by its own pid at the end, pass or fail. A failing tes
 """
 
 import contextlib
-import ctypes
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 
+from tools import processes
 from tools.mlflow_server import ServerError, tail, temporary_server
 
 _session = contextlib.ExitStack()
 _server = {}
 
 
-def become_subreaper():
-    """Adopt orphaned descendants (e.g. Ray's daemons when a kernel dies) so they can be stopped."""
-    PR_SET_CHILD_SUBREAPER = 36
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
-
-
 def pytest_sessionstart(session):
-    become_subreaper()
+    processes.become_subreaper()
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
     _session.callback(shutil.rmtree, data_dir, ignore_errors=True)
     try:
@@ -43,17 +34,7 @@ def pytest_sessionstart(session):
 
 def pytest_sessionfinish(session, exitstatus):
     _session.close()  # stops the server, then removes its data
-    stop_descendants()
-
-
-def stop_descendants(timeout: float = 10):
-    """Stop whatever the suite started and left running (kernels, Ray), each by its own pid."""
-    leftovers = psutil.Process().children(recursive=True)
-    for process in leftovers:
-        process.terminate()
-    _, alive = psutil.wait_procs(leftovers, timeout=timeout)
-    for process in alive:
-        process.kill()
+    processes.stop_descendants()  # whatever the suite left running (kernels, Ray), each by its pid
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -50,9 +50,11 @@ def start(port: int, data_dir: Path, log_path: Path) -> subprocess.Popen:
         "--backend-store-uri", f"sqlite:///{data_dir / 'mlflow.db'}",
         "--artifacts-destination", str(data_dir / "artifacts"),
     ]  # fmt: skip
+    # The server's job runners (eight processes, for GenAI features the lab does not use) stay off.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data_dir
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data_dir, env=env
         )
 
 

@@ -1,7 +1,7 @@
 """Regenerate the README's screenshots of the MLflow UI (imgs/*.png) from real runs.
 
     make screenshots                # installs chromium and playwright when missing, then runs this
-    python -m tools.screenshots     # a temporary server, mlflow_tracking.ipynb in full, four PNGs
+    python -m tools.screenshots     # a temporary server, mlflow_tracking.ipynb in full, five PNGs
 
 The MLflow UI is shown in Debian's chromium, headless, driven by Playwright; the browser may only
 reach 127.0.0.1. tests/test_ui.py opens the UI with the same `ui_page` and `show`.
@@ -87,6 +87,13 @@ def show(page, url: str, *texts: str):
         page.get_by_text(text, exact=True).first.wait_for()
 
 
+def show_logged_models(page, url: str, client: MlflowClient, run):
+    """Open the run's page at url and scroll to its Logged models table, once each model is listed."""
+    outputs = run.outputs.model_outputs
+    show(page, url, *{client.get_logged_model(output.model_id).name for output in outputs})
+    page.get_by_text(f"Logged models ({len(outputs)})", exact=True).scroll_into_view_if_needed()
+
+
 def capture(page, path: Path):
     page.wait_for_timeout(1000)  # let charts finish their entry animation
     page.screenshot(path=path)
@@ -94,7 +101,7 @@ def capture(page, path: Path):
 
 
 def capture_all(url: str, imgs: Path):
-    """Take the four screenshots the README shows, from what the notebook logged at url."""
+    """Take the five screenshots the README and the notebook show, from what the notebook logged at url."""
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
@@ -131,6 +138,11 @@ def capture_all(url: str, imgs: Path):
         page.evaluate("document.activeElement.blur()")
         page.locator(".js-plotly-plot").get_by_text("val_accuracy").wait_for()
         capture(page, imgs / "compare_runs.png")
+
+    with ui_page({"width": 1600, "height": 900}) as page:  # wide enough for the registered version
+        baseline = runs["baseline"]
+        show_logged_models(page, f"{experiment_url}/runs/{baseline.info.run_id}", client, baseline)
+        capture(page, imgs / "logged_models.png")
 
     with ui_page() as page:
         champion = client.get_model_version_by_alias(MODEL, "champion")

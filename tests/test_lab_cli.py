@@ -2,11 +2,12 @@
 reuse a running server, listen on loopback only."""
 
 import os
-import selectors
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,16 +57,24 @@ def test_server_refuses_a_foreign_host_header(mlflow_server):
 
 
 def lab_url(lab: subprocess.Popen, timeout: float = 180) -> str:
-    """Read what `make lab` prints until it names Jupyter's URL; fail with its output otherwise."""
-    printed, deadline = [], time.monotonic() + timeout
-    selector = selectors.DefaultSelector()
-    selector.register(lab.stdout, selectors.EVENT_READ)
+    """Read what `make lab` prints until it names Jupyter's URL; fail with its output otherwise.
+    A thread reads, so that a line waiting in the pipe's buffer is never missed."""
+    lines, printed = queue.Queue(), []
+
+    def read_lines():
+        for line in lab.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and lab.poll() is None:
-        if selector.select(timeout=1):
-            line = lab.stdout.readline()
-            printed.append(line)
-            if line.startswith("Jupyter Lab: "):
-                return line.removeprefix("Jupyter Lab: ").strip()
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        printed.append(line)
+        if line.startswith("Jupyter Lab: "):
+            return line.removeprefix("Jupyter Lab: ").strip()
     raise AssertionError(f"`make lab` printed no Jupyter URL:\n{''.join(printed)}")
 
 

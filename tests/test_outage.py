@@ -22,7 +22,12 @@ from tools import mlflow_server
 EPOCHS = 4
 
 
-def test_reports_sent_while_the_server_is_down_reach_it_once_it_is_back(tmp_path, capsys):
+def test_reports_sent_while_the_server_is_down_reach_it_once_it_is_back(tmp_path, capsys, monkeypatch):
+    # The client's back-off doubles from 2 s (2, 4, 8, 16, 32 s, ...): from 1 s instead, it tries again
+    # soon after the server is back, rather than up to half a minute later.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "10")
     with mlflow_server.temporary_server(tmp_path / "mlflow") as server:
         client = MlflowClient(server.url)
         experiment_id = client.create_experiment("outage")

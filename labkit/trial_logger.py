@@ -2,12 +2,16 @@
 requests per trial sent by a background thread, so that Tune never waits for the tracking server.
 
 Per trial: one request creates the run (nested under a parent run) when the trial starts; reports
-wait in memory and go out with the trial's parameters in one `log_batch` request at each checkpoint,
-at the trial's end and when the oldest waiting report is `flush_every_s` old; one request ends the
+wait in memory and go out with the trial's parameters (its config as it starts, or with
+`params_on_trial_end` as it ends) in one `log_batch` request at each checkpoint, at the trial's end
+and when the oldest waiting report is `flush_every_s` old; one request ends the
 run: FINISHED, KILLED when a scheduler stopped the trial before `max_iterations` reports (or the
 sweep was interrupted), FAILED on an error. After `Tuner.restore` it finds the runs of the sweep's
 earlier trials by their `ray_trial_id` tag, and skips steps a run holds already. Hyperparameters a
 scheduler changes mid-trial (PBT) can be logged as `hp/<name>` metrics at every step.
+
+`BatchedMLflowLoggerCallback` is the same logger behind the arguments of Ray's `MLflowLoggerCallback`,
+so that a notebook swaps one for the other by changing a class name.
 """
 
 import numbers
@@ -26,13 +30,15 @@ class MLflowTrialLogger(tune.Callback):
     def __init__(
         self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, tags: dict | None = None,
         hp_metrics: tuple = (), flush_every_s: float = 10.0, max_iterations: int | None = None,
+        params_on_trial_end: bool = False,
     ):  # fmt: skip
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
         self.tags = {**(tags or {}), "mlflow.parentRunId": parent_run_id}
         self.hp_metrics, self.flush_every_s, self.max_iterations = hp_metrics, flush_every_s, max_iterations
+        self.params_on_trial_end = params_on_trial_end  # the config as the trial ends (PBT changes it)
         self.run_ids = {}  # trial id -> MLflow run id
         self.next_step = {}  # trial id -> the first step its run does not hold yet
-        self.open_trials = set()  # trials whose run this logger has (re)opened and not ended
+        self.open_trials = {}  # trial id -> trial, for runs this logger has (re)opened and not ended
         self.pending_metrics, self.pending_params = {}, {}  # trial id -> what the next flush sends
 
     def setup(self, **info):
@@ -72,21 +78,32 @@ class MLflowTrialLogger(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         trial_id = trial.trial_id
         if trial_id not in self.next_step:  # a new trial
-            self.send(self.create_run, trial_id, str(trial), {**self.tags, "ray_trial_id": trial_id})
+            self.send(self.create_run, trial_id, str(trial), self.run_tags(trial))
             self.next_step[trial_id] = 0
-            self.pending_params[trial_id] = [Param(key, str(value)) for key, value in trial.config.items()]
+            if not self.params_on_trial_end:
+                self.pending_params[trial_id] = params(trial.config)
         elif trial_id not in self.open_trials:  # resumed after an interruption
             self.send(self.set_status, trial_id, "RUNNING")
-        self.open_trials.add(trial_id)
+        self.open_trials[trial_id] = trial
         self.pending_metrics.setdefault(trial_id, [])
 
+    def run_tags(self, trial) -> dict:
+        return {**self.tags, "ray_trial_id": trial.trial_id}
+
+    def step(self, result: dict) -> int:
+        return result["training_iteration"] - 1  # one report per epoch: the epoch, from 0
+
+    def metrics(self, trial, result: dict) -> dict:
+        """What to log of one report: the trainable's numbers and the hyperparameters in hp_metrics."""
+        values = {key: value for key, value in result.items() if is_metric(key, value)}
+        return values | {f"hp/{key}": trial.config[key] for key in self.hp_metrics}
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = result["training_iteration"] - 1  # one report per epoch: the epoch
+        step = self.step(result)
         if step < self.next_step[trial.trial_id]:
             return  # repeated after a restart; the run holds this step already
         self.next_step[trial.trial_id] = step + 1
-        values = {key: value for key, value in result.items() if is_metric(key, value)}
-        values |= {f"hp/{key}": trial.config[key] for key in self.hp_metrics}
+        values = self.metrics(trial, result)
         now = int(time.time() * 1000)
         pending = self.pending_metrics[trial.trial_id]
         pending += [Metric(key, float(value), now, step) for key, value in values.items()]
@@ -105,22 +122,69 @@ class MLflowTrialLogger(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         reports = trial.last_result.get("training_iteration", 0)
         stopped_early = self.max_iterations is not None and reports < self.max_iterations
-        self.end(trial.trial_id, "KILLED" if stopped_early else "FINISHED")
+        self.end(trial, "KILLED" if stopped_early else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.end(trial.trial_id, "FAILED")
+        self.end(trial, "FAILED")
 
-    def end(self, trial_id: str, status: str) -> None:
-        self.flush(trial_id)
-        self.send(self.set_status, trial_id, status)
-        self.open_trials.discard(trial_id)
+    def end(self, trial, status: str, interrupted: bool = False) -> None:
+        if self.params_on_trial_end and not interrupted:
+            self.pending_params[trial.trial_id] = params(trial.config)
+        self.flush(trial.trial_id)
+        self.send(self.set_status, trial.trial_id, status)
+        del self.open_trials[trial.trial_id]
 
     def on_experiment_end(self, trials, **info):
-        for trial_id in list(self.open_trials):  # the sweep was interrupted: resuming reopens them
-            self.end(trial_id, "KILLED")
+        for trial in list(self.open_trials.values()):  # the sweep was interrupted: resuming reopens them
+            self.end(trial, "KILLED", interrupted=True)
         self.requests.shutdown(wait=True)  # until the server has everything
         for request in self.sent:
             request.result()  # raises the error of a request that failed
+
+
+class BatchedMLflowLoggerCallback(MLflowTrialLogger):
+    """`MLflowTrialLogger` with the arguments and the record of Ray's `MLflowLoggerCallback`: a run per
+    trial named after it in `experiment_name`, `tags` on every run (they must name the parent run:
+    `{"mlflow.parentRunId": ...}`), the config as params (when the trial ends with
+    `log_params_on_trial_end=True`), and at step `training_iteration` the reported numbers and the
+    config's numbers as `config/<name>`. Unlike Ray's, it leaves out Tune's bookkeeping (times, pid,
+    ...), sends a few requests per trial from a background thread, and after `Tuner.restore` goes on
+    with each trial's run instead of opening a second one."""
+
+    def __init__(
+        self, tracking_uri: str, *, experiment_name: str, tags: dict, log_params_on_trial_end: bool = False,
+        flush_every_s: float = 10.0,
+    ):  # fmt: skip
+        tags = dict(tags)
+        parent_run_id = tags.pop("mlflow.parentRunId", None)
+        if parent_run_id is None:
+            raise ValueError("give the parent run's id as tags={'mlflow.parentRunId': ...}")
+        super().__init__(
+            tracking_uri, None, parent_run_id, tags=tags, flush_every_s=flush_every_s,
+            params_on_trial_end=log_params_on_trial_end,
+        )  # fmt: skip
+        self.experiment_name = experiment_name
+
+    def setup(self, **info):
+        client = MlflowClient(self.tracking_uri)
+        name = self.experiment_name
+        experiment = client.get_experiment_by_name(name)
+        self.experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+        super().setup(**info)
+
+    def run_tags(self, trial) -> dict:
+        return super().run_tags(trial) | {"trial_name": str(trial)}  # as Ray's callback tags its runs
+
+    def step(self, result: dict) -> int:
+        return result["training_iteration"]  # Ray's callback's step
+
+    def metrics(self, trial, result: dict) -> dict:
+        config = {f"config/{key}": value for key, value in trial.config.items() if is_metric(key, value)}
+        return super().metrics(trial, result) | config
+
+
+def params(config: dict) -> list[Param]:
+    return [Param(key, str(value)) for key, value in config.items()]
 
 
 def is_metric(key: str, value) -> bool:

@@ -1,57 +1,21 @@
-"""The lab's `MLflowTrialLogger` (labkit/trial_logger.py), driven directly with stand-in trials as Tune
-would drive it: what it logs, in how many requests, and how it carries on after an interrupted sweep."""
+"""The lab's trial loggers (labkit/trial_logger.py), driven directly with stand-in trials as Tune would
+drive them: what they log, in how many requests, and how they carry on after an interrupted sweep.
+`MLflowTrialLogger` is the logger; `BatchedMLflowLoggerCallback`, what the tuning notebook's strategies
+use, is the same behind the arguments and the record of Ray's `MLflowLoggerCallback`."""
 
 import time
 import uuid
-from collections import Counter
 
 import pytest
 from mlflow.exceptions import MlflowException
 
-from labkit.trial_logger import MLflowTrialLogger
-from tools import REPO
-from tools.notebooks import load_definitions
-
-SOLUTION = REPO / "ray_tune_solution.ipynb"
+from labkit.trial_logger import BatchedMLflowLoggerCallback, MLflowTrialLogger
+from tests.tune_stand_ins import CountingClient, StandInTrial, result
 
 
 @pytest.fixture(scope="module")
 def trial_logger():
     return MLflowTrialLogger
-
-
-class StandInTrial:
-    """What the logger uses of a Tune trial: its id, config, name and last result."""
-
-    def __init__(self, trial_id: str, **config):
-        self.trial_id, self.config, self.last_result = trial_id, config, {}
-
-    def __str__(self):
-        return f"trainable_{self.trial_id}"
-
-
-class CountingClient:
-    """Passes calls on to an MlflowClient and counts them: the logger's requests to the server."""
-
-    def __init__(self, client):
-        self.client, self.calls = client, Counter()
-
-    def __getattr__(self, name):
-        method = getattr(self.client, name)
-
-        def counted(*args, **kwargs):
-            self.calls[name] += 1
-            return method(*args, **kwargs)
-
-        return counted
-
-
-def result(epoch: int, **metrics) -> dict:
-    """A Tune result as callbacks see it: the trainable's metrics among Tune's bookkeeping."""
-    return {
-        **metrics, "training_iteration": epoch + 1, "time_this_iter_s": 0.01, "time_total_s": 0.1,
-        "timestamp": 1_800_000_000, "done": False, "trial_id": "t", "date": "2026-11-27_10-00-00",
-    }  # fmt: skip
 
 
 @pytest.fixture
@@ -167,8 +131,56 @@ def test_a_failed_request_does_not_stop_the_sweep_but_is_raised_at_its_end(trial
         logger.on_experiment_end([trial])
 
 
-def test_load_definitions_finds_only_what_the_notebook_defines():
-    found = load_definitions(SOLUTION, "trivial_trainable", "train_digits")
-    assert found["train_digits"].__module__ == "ray_tune_solution"
-    with pytest.raises(LookupError, match="no_such_function"):
-        load_definitions(SOLUTION, "no_such_function")
+def start_batched(client, sweep, **options) -> BatchedMLflowLoggerCallback:
+    experiment_id, parent_run_id = sweep
+    name = client.get_experiment(experiment_id).name
+    tags = {"mlflow.parentRunId": parent_run_id, **options.pop("tags", {})}
+    logger = BatchedMLflowLoggerCallback(client.tracking_uri, experiment_name=name, tags=tags, **options)
+    logger.setup()
+    return logger
+
+
+def test_the_batched_callback_leaves_the_record_of_rays_callback(client, sweep):
+    logger = start_batched(client, sweep, tags={"strategy": "pbt"}, log_params_on_trial_end=True)
+    trial = StandInTrial("p1", lr=0.01, hidden_size=32, activation="relu")
+    logger.on_trial_start(0, [], trial)
+    for epoch in range(4):
+        if epoch == 2:
+            trial.config = {**trial.config, "lr": 0.02}  # PBT mutated it
+        logger.on_trial_result(0, [], trial, result(epoch, val_accuracy=0.5 + epoch / 10))
+    logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end([trial])
+
+    [run] = trial_runs(client, sweep)
+    assert run.info.run_name == "trainable_p1" and run.info.status == "FINISHED"
+    tags = {"trial_name": "trainable_p1", "strategy": "pbt", "ray_trial_id": "p1"}
+    assert tags.items() <= run.data.tags.items()
+    final_config = {"lr": "0.02", "hidden_size": "32", "activation": "relu"}
+    assert run.data.params == final_config, "params: the config the trial ended with"
+    assert set(run.data.metrics) == {"val_accuracy", "config/lr", "config/hidden_size"}, "no Tune bookkeeping"
+    steps = [step for step, _ in history(client, run)]
+    assert steps == [1, 2, 3, 4], "steps are training_iteration, as in Ray's callback"
+    assert [value for _, value in history(client, run, "config/lr")] == [0.01, 0.01, 0.02, 0.02]
+
+
+def test_the_batched_callback_resumes_a_trials_run_with_its_steps(client, sweep):
+    trial = StandInTrial("r1", lr=0.01)
+    first = start_batched(client, sweep)
+    first.on_trial_start(0, [], trial)
+    for epoch in range(3):
+        first.on_trial_result(0, [], trial, result(epoch, val_accuracy=0.1 * (epoch + 1)))
+    first.on_experiment_end([trial])  # interrupted
+    resumed = start_batched(client, sweep)
+    resumed.on_trial_start(0, [], trial)
+    for epoch in range(1, 4):  # from a checkpoint after the first epoch
+        resumed.on_trial_result(0, [], trial, result(epoch, val_accuracy=0.9))
+    resumed.on_trial_complete(0, [], trial)
+    resumed.on_experiment_end([trial])
+    [run] = trial_runs(client, sweep)
+    assert history(client, run) == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3)), (4, 0.9)]
+    assert run.data.params == {"lr": "0.01"} and run.info.status == "FINISHED"
+
+
+def test_the_batched_callback_needs_the_parent_run(client):
+    with pytest.raises(ValueError, match="mlflow.parentRunId"):
+        BatchedMLflowLoggerCallback(client.tracking_uri, experiment_name="x", tags={"strategy": "grid"})

@@ -136,6 +136,7 @@ def sweep(results, strategy: str, experiment_id: str, max_epochs: int) -> None:
     client = MlflowClient()
     newest = {"order_by": ["attributes.start_time DESC"], "max_results": 1}
     [parent] = client.search_runs([experiment_id], f"attributes.run_name = '{strategy}'", **newest)
+    assert parent.data.metrics.get("epochs"), "RunConfig's callbacks should include run_sweep's `callbacks`"
     for result in results:
         runs = client.search_runs(
             [experiment_id], f"attributes.run_name LIKE '%{result.metrics['trial_id']}'"

@@ -150,3 +150,19 @@ def test_nothing_to_grade_is_a_message_and_exit_status_2(given, expected, tmp_pa
     assert grade.main([str(tmp_path / given)]) == 2
     error = capsys.readouterr().err
     assert expected in error and "Traceback" not in error
+
+
+def test_the_untouched_lab_exercise_passes_no_todo(tmp_path, mlflow_server):
+    """The real exercise, graded once as handed out: every TODO fails and says why.
+    (The solution's side, every self-check passing and each failing on a wrong answer, is the walk of
+    tests/test_ray_tune.py, which runs the solution once.)"""
+    out = tmp_path / "grades.csv"
+    status = grade.main([str(grade.REFERENCE), "--out", str(out), "--tracking-uri", mlflow_server["url"]])
+    assert status == 0
+    with open(out, newline="") as rows:
+        grades = list(csv.DictReader(rows))
+    todos = grade.todo_numbers(nbformat.read(grade.REFERENCE, as_version=4))
+    assert [row["todo"] for row in grades] == [f"todo-{k}" for k in todos]
+    assert not [row["todo"] for row in grades if row["passed"] == "True"], "a stub passed its self-check"
+    assert all(row["message"] for row in grades), "every failing TODO says why"
+    assert grades[0]["message"].startswith("TODO cell: NotImplementedError: ")  # the stub's hint

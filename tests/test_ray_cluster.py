@@ -45,7 +45,7 @@ def two_node_cluster(monkeypatch):
         started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
         for process in started:
             process.terminate()
-        _, alive = psutil.wait_procs(started, timeout=15)
+        _, alive = psutil.wait_procs(started, timeout=5)  # a few of Ray's daemons ignore SIGTERM
         for process in alive:
             process.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -181,6 +181,13 @@ def test_the_epochs_a_strategy_spent_are_the_epochs_its_trials_logged(client, sh
     assert sum(len(history(client, trial)) for trial in trials) == parent.data.metrics["epochs"]
 
 
+def test_pbt_counts_every_epoch_its_trials_trained(client, shootout):
+    """Each epoch a PBT trial logged is one it trained; after an exploit it may train some twice (which
+    it logs once), so the sweep's count is at least what its trials logged."""
+    parent, trials = shootout["pbt"]
+    assert parent.data.metrics["epochs"] >= sum(len(history(client, trial)) for trial in trials)
+
+
 def test_asha_stops_some_trials_early_and_trains_some_to_the_end(client, shootout):
     parent, trials = shootout["asha"]
     lengths = sorted(len(history(client, trial)) for trial in trials)

@@ -13,6 +13,13 @@ def the_run(client, experiment, filter_string: str):
     return runs[0]
 
 
+def newest_run(client, experiment, filter_string: str):
+    """The newest matching run (a notebook may have run more than once against this server)."""
+    runs = find_runs(client, experiment, filter_string)
+    assert runs, f"no run matches {filter_string!r}"
+    return max(runs, key=lambda run: run.info.start_time)
+
+
 def metric_steps(client, run_id: str, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 

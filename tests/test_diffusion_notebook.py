@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from tests.runs import find_runs, logged_models, metric_steps
+from tests.runs import find_runs, logged_models, metric_steps, newest_run
 
 EXPERIMENT = "diffusion-lab"
 MODEL = "tiny-diffusion"
@@ -25,16 +25,9 @@ def experiment(notebook_ran):
     return notebook_ran("diffusion.ipynb", EXPERIMENT)
 
 
-def latest_run(client, experiment, filter_string):
-    """The newest matching run (the notebook may have run more than once against this server)."""
-    runs = find_runs(client, experiment, filter_string)
-    assert runs, f"no run matches {filter_string!r}"
-    return max(runs, key=lambda run: run.info.start_time)
-
-
 @pytest.mark.parametrize("stage", ["baseline", "tuned"])
 def test_trained_runs_have_params_and_metric_histories(client, experiment, stage):
-    run = latest_run(client, experiment, f"tags.stage = '{stage}'")
+    run = newest_run(client, experiment, f"tags.stage = '{stage}'")
     assert run.info.status == "FINISHED"
     assert TUNED_PARAMS <= set(run.data.params)
     epochs = int(run.data.params["epochs"])
@@ -49,7 +42,7 @@ def test_trained_runs_have_params_and_metric_histories(client, experiment, stage
 
 @pytest.mark.parametrize("stage", ["baseline", "tuned"])
 def test_trained_runs_have_sample_images_gif_and_a_sampler(client, experiment, stage):
-    run = latest_run(client, experiment, f"tags.stage = '{stage}'")
+    run = newest_run(client, experiment, f"tags.stage = '{stage}'")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"training_history.png", "reverse_process.gif"} <= artifacts, artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
@@ -61,7 +54,7 @@ def test_trained_runs_have_sample_images_gif_and_a_sampler(client, experiment, s
 
 @pytest.mark.parametrize("stage", ["baseline", "tuned"])
 def test_trained_runs_are_judged_on_repeated_test_samples(client, experiment, stage):
-    metrics = latest_run(client, experiment, f"tags.stage = '{stage}'").data.metrics
+    metrics = newest_run(client, experiment, f"tags.stage = '{stage}'").data.metrics
     assert metrics["test_repeats"] >= 2
     for key in ("mmd_ratio", "swd_ratio"):
         assert metrics[f"test_{key}"] > 0 and metrics[f"test_{key}_sd"] >= 0, key
@@ -69,11 +62,11 @@ def test_trained_runs_are_judged_on_repeated_test_samples(client, experiment, st
 
 
 def test_tuning_trials_are_nested_and_the_stopped_ones_killed(client, experiment):
-    parent = latest_run(client, experiment, "tags.mlflow.runName = 'tuning'")
+    parent = newest_run(client, experiment, "tags.mlflow.runName = 'tuning'")
     trials = find_runs(client, experiment, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(trials) == int(parent.data.params["num_trials"])
     assert "results.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    tuned = latest_run(client, experiment, "tags.stage = 'tuned'")
+    tuned = newest_run(client, experiment, "tags.stage = 'tuned'")
     full_budget = metric_steps(client, tuned.info.run_id, "mmd_ratio")  # the epochs quality is measured at
     for trial in trials:
         name = trial.info.run_name
@@ -87,8 +80,8 @@ def test_tuning_trials_are_nested_and_the_stopped_ones_killed(client, experiment
 
 
 def test_aliases_point_at_the_baseline_tuned_and_best_on_validation(client, experiment):
-    baseline = latest_run(client, experiment, "tags.stage = 'baseline'")
-    tuned = latest_run(client, experiment, "tags.stage = 'tuned'")
+    baseline = newest_run(client, experiment, "tags.stage = 'baseline'")
+    tuned = newest_run(client, experiment, "tags.stage = 'tuned'")
     assert client.get_model_version_by_alias(MODEL, "baseline").run_id == baseline.info.run_id
     assert client.get_model_version_by_alias(MODEL, "tuned").run_id == tuned.info.run_id
     best = min((baseline, tuned), key=lambda run: run.data.metrics["mmd_ratio"])
@@ -97,7 +90,7 @@ def test_aliases_point_at_the_baseline_tuned_and_best_on_validation(client, expe
 
 
 def test_ddim_quality_is_logged_by_network_evaluations(client, experiment):
-    tuned = latest_run(client, experiment, "tags.stage = 'tuned'")
+    tuned = newest_run(client, experiment, "tags.stage = 'tuned'")
     timesteps = int(tuned.data.params["timesteps"])
     curve = client.get_metric_history(tuned.info.run_id, "ddim_test_mmd_ratio")
     evaluations = [m.step for m in curve]

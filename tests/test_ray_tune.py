@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tests.runs import find_runs, metric_steps
+from tests.runs import find_runs, metric_steps, newest_run
 from tests.wrong_answers import wrong_answers
 from tools import make_exercise
 from tools.notebooks import kernel, walk_solution
@@ -135,21 +135,15 @@ def experiment(walk, client):
     return client.get_experiment_by_name(EXPERIMENT)
 
 
-def newest(client, experiment, filter_string: str):
-    runs = find_runs(client, experiment, filter_string)
-    assert runs, f"no run matches {filter_string!r}"
-    return max(runs, key=lambda run: run.info.start_time)
-
-
 def sweep(client, experiment, strategy: str) -> tuple:
     """The parent run of the strategy's newest sweep, and its trial runs."""
-    parent = newest(client, experiment, f"tags.strategy = '{strategy}'")
+    parent = newest_run(client, experiment, f"tags.strategy = '{strategy}'")
     return parent, find_runs(client, experiment, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
 @pytest.fixture(scope="module")
 def shootout(client, experiment):
-    run = newest(client, experiment, "tags.mlflow.runName = 'shoot-out'")
+    run = newest_run(client, experiment, "tags.mlflow.runName = 'shoot-out'")
     strategies = run.data.params["strategies"].split(",")
     return {strategy: sweep(client, experiment, strategy) for strategy in strategies}
 
@@ -243,10 +237,10 @@ def tune_results(experiment_path: Path) -> dict[str, list[dict]]:
 
 
 def test_shootout_and_logging_cost_are_logged(client, experiment):
-    shootout = newest(client, experiment, "tags.mlflow.runName = 'shoot-out'")
+    shootout = newest_run(client, experiment, "tags.mlflow.runName = 'shoot-out'")
     artifacts = {a.path for a in client.list_artifacts(shootout.info.run_id)}
     assert {"shootout.json", "best_so_far_vs_epochs.png", "asha_vs_grid.txt"} <= artifacts
-    cost = newest(client, experiment, "tags.mlflow.runName = 'logging-cost'")
+    cost = newest_run(client, experiment, "tags.mlflow.runName = 'logging-cost'")
     ways = ("no_logging", "MLflowLoggerCallback", "setup_mlflow", "BatchedMLflowLoggerCallback")
     assert {f"seconds_{way}" for way in ways} <= set(cost.data.metrics)
 

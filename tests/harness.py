@@ -49,3 +49,10 @@ def pytest_runtest_makereport(item, call):
 def mlflow_server():
     """The session's server: its url, data_dir and log_path."""
     return dict(_server)
+
+
+def pytest_collection_modifyitems(items):
+    """Notebooks that nbval runs whole are in the slow tier."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

@@ -9,6 +9,7 @@ TOP_LEVEL_RUNS = ("baseline", "sweep", "evaluate-champion", "sklearn-autolog")
 BROWSER_UNAVAILABLE = screenshots.browser_unavailable()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER_UNAVAILABLE is not None, reason=f"no browser for the UI: {BROWSER_UNAVAILABLE}")
 def test_experiment_page_lists_the_runs_and_the_run_page_its_checkpoints(mlflow_server, notebook_ran, client):
     experiment = notebook_ran("mlflow_tracking.ipynb", EXPERIMENT)

@@ -69,7 +69,8 @@ def mlflow_server():
 
 
 def pytest_collection_modifyitems(items):
-    """Notebooks that nbval runs whole are in the slow tier."""
+    """Notebooks that nbval runs whole, and tests that read what a notebook logged (the notebook_ran
+    fixture runs it when nbval has not), are in the slow tier."""
     for item in items:
-        if item.path.suffix == ".ipynb":
+        if item.path.suffix == ".ipynb" or "notebook_ran" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)

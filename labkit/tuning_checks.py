@@ -7,6 +7,7 @@ check to the next."""
 
 import contextlib
 import math
+import numbers
 import tempfile
 from collections.abc import Callable
 from unittest import mock
@@ -44,6 +45,8 @@ def draws(key: str, domain) -> np.ndarray:
         values = domain.sample(size=DRAWS, random_state=np.random.default_rng(0))
     except Exception as error:
         raise AssertionError(f"Tune could not sample {key} ({type(error).__name__}: {error})") from None
+    wrong = [value for value in values if not isinstance(value, numbers.Real) or isinstance(value, bool)]
+    assert not wrong, f"{key} should be a number, not {wrong[0]!r}"
     return np.asarray(values, dtype=float)
 
 
@@ -89,7 +92,7 @@ def search_space(space) -> None:
         spans(key, draws(key, space[key]), lower, upper, scale)
     widths = draws("hidden_size", space["hidden_size"])
     assert set(widths) == set(WIDTHS), (
-        f"hidden_size should be one of {WIDTHS}, not {sorted(set(widths.astype(int)))[:8]}"
+        f"hidden_size should be one of {WIDTHS}, not {[int(width) for width in sorted(set(widths))[:8]]}"
     )
     shares = [float(np.mean(widths == width)) for width in WIDTHS]
     assert max(abs(s - 1 / len(WIDTHS)) for s in shares) < 0.04, (
@@ -237,7 +240,7 @@ def sweep(results, strategy: str, experiment_id: str, max_epochs: int, storage_p
         logged = len(client.get_metric_history(run.info.run_id, "val_accuracy"))
         assert logged == max_epochs, f"a trial's run holds {logged} values of val_accuracy, not one per epoch"
         assert run.info.status == "FINISHED", f"a trial's run should be FINISHED, not {run.info.status}"
-    print(f"OK: {len(results)} trials, best first, each logged to a run nested under the sweep's run")
+    print(f"OK: {len(results)} trials, the most accurate one best, each in a run nested under the sweep's")
 
 
 # --- TODO 4: ASHA --------------------------------------------------------------------------------

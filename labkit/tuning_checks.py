@@ -17,7 +17,7 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from ray import tune
-from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Domain
 
@@ -50,35 +50,28 @@ def draws(key: str, domain) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
-def share(values: np.ndarray, lower: float, upper: float) -> float:
-    return float(np.mean((values >= lower) & (values < upper)))
-
-
 def spans(key: str, values: np.ndarray, lower: float, upper: float, scale: str) -> None:
-    """The values lie in [lower, upper], reach both ends, and are spread evenly on the scale the effect
-    goes by: as many per decade (by ratio) or per equal step (by step)."""
+    """The values lie in [lower, upper], reach both ends, and spread evenly on the scale the effect goes
+    by: over orders of magnitude (by ratio), or over the range itself (by step)."""
     low, high = values.min(), values.max()
     assert lower * (1 - 1e-9) <= low and high <= upper * (1 + 1e-9), (
         f"{key} should lie between {lower:g} and {upper:g}: it was sampled from {low:.3g} to {high:.3g}"
     )
-    assert len(np.unique(values)) > 10, (
-        f"{key} takes only {len(np.unique(values))} values: good values lie anywhere in its range, "
-        "so sample it from the whole range, not from a few points"
-    )
     if scale == BY_RATIO:
-        edges = np.logspace(np.log10(lower), np.log10(upper), round(np.log10(upper / lower)) + 1)
-        names = "decade"
+        assert len(np.unique(values)) > 10, (
+            f"{key} takes only {len(np.unique(values))} values: good values lie anywhere in its range, so "
+            "sample it from the whole range, not from a few points"
+        )
+        position = np.log(values / lower) / np.log(upper / lower)  # 0 at lower, 1 at upper
+        parts, named = round(np.log10(upper / lower)), "decade"
     else:
-        edges = np.linspace(lower, upper, 6)
-        names = "fifth of its range"
-    edges[-1] *= 1 + 1e-9
-    shares = [share(values, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    even = 1 / len(shares)
-    assert max(abs(s - even) for s in shares) < 0.06, (
-        f"{key}'s effect goes {scale}, so each {names} between {lower:g} and {upper:g} should get the "
-        f"same share of the samples ({even:.0%}); yours get {', '.join(f'{s:.0%}' for s in shares)}"
+        position, parts, named = (values - lower) / (upper - lower), 5, "fifth of its range"
+    shares = np.histogram(position, bins=parts, range=(0, 1))[0] / len(position)
+    assert abs(position.mean() - 0.5) < 0.06 and 0.1 < np.mean(position < 0.2) < 0.3, (
+        f"{key}'s effect goes {scale}, so each {named} between {lower:g} and {upper:g} should get about the "
+        f"same share of the samples ({1 / parts:.0%}); yours get {', '.join(f'{s:.0%}' for s in shares)}"
     )
-    assert low < edges[1] and high > edges[-2], f"{key} should reach both ends of its range"
+    assert position.min() < 0.1 and position.max() > 0.9, f"{key} should reach both ends of its range"
 
 
 def search_space(space) -> None:
@@ -302,15 +295,16 @@ def asha(make_asha: Callable, rungs: list[int], max_epochs: int) -> None:
     than max_epochs."""
     assert callable(make_asha), "make_asha should be a function that returns a new scheduler"
     scheduler = make_asha()
-    assert isinstance(scheduler, TrialScheduler), (
-        f"make_asha() should return a Tune scheduler, not {scheduler!r}"
+    assert isinstance(scheduler, ASHAScheduler), (
+        f"make_asha() should return an ASHAScheduler, not {scheduler!r}"
     )
     assert make_asha() is not scheduler, "make_asha() should build a new scheduler each time it is called"
     assert scheduler.set_search_properties("val_accuracy", "max"), (
         "leave metric and mode out of the scheduler: it takes them from TuneConfig"
     )
     trials = stand_in_trials()
-    got = stopping_epochs(scheduler, trials, max_epochs)
+    with failures_said("the scheduler, fed made-up trials,"):
+        got = stopping_epochs(scheduler, trials, max_epochs)
     expected = halving(trials, rungs, max_epochs)
     judged = sorted(rung for rung in rungs if rung < max_epochs)
     early = [epoch for epoch in got if epoch is not None and epoch < judged[0]]
@@ -323,12 +317,16 @@ def asha(make_asha: Callable, rungs: list[int], max_epochs: int) -> None:
         f"ASHA stopped trials after {stops} epochs: its rungs should be at {judged} (below max_t = "
         f"{max_epochs}); a grace period r and a reduction factor eta put them at r, r*eta, r*eta^2, ..."
     )
+    assert any(got), (
+        f"ASHA stopped none of {len(trials)} made-up trials, however they scored: does it count epochs "
+        "(training_iteration)?"
+    )
     for epoch, fate in zip(got, expected, strict=True):
         if fate["stop"] == max_epochs and epoch != max_epochs:
-            late = "a later epoch" if epoch is None else f"epoch {epoch}"
+            when = f"went on past {max_epochs} epochs" if epoch is None else f"was stopped at epoch {epoch}"
             raise AssertionError(
-                f"a trial that passed every rung was stopped at {late}: no trial should train more than "
-                f"MAX_EPOCHS = {max_epochs} epochs, and none that passes every rung fewer (max_t)"
+                f"a trial that passed every rung {when}: no trial should train more than MAX_EPOCHS = "
+                f"{max_epochs} epochs, and none that passes every rung fewer (max_t)"
             )
     for epoch, fate in zip(got, expected, strict=True):
         if epoch != fate["stop"]:
@@ -336,9 +334,10 @@ def asha(make_asha: Callable, rungs: list[int], max_epochs: int) -> None:
             before, beaten = fate["rungs"][rung]
             did = "stopped it" if epoch < fate["stop"] else "let it go on"
             raise AssertionError(
-                f"a trial reached the rung of epoch {rung} after {before} others and beat {beaten} of them; "
-                f"ASHA {did}. A trial should go on only while it is among the best 1/eta of the trials that "
-                "reached the rung, eta being the reduction factor (also the ratio between rungs)"
+                f"a trial reached the rung of epoch {rung} after {before} other{'s' * (before != 1)}, beat "
+                f"{beaten} of them, and ASHA {did}. A trial should go on only while it is among the best "
+                "1/eta of the trials that reached the rung, eta being the reduction factor (also the ratio "
+                "between rungs)"
             )
     counts = {rung: sum(fate["stop"] == rung for fate in expected) for rung in judged}
     stopped = ", ".join(f"{n} at epoch {rung}" for rung, n in counts.items())
@@ -358,6 +357,17 @@ def rising(config: dict) -> float:
 
 def falling(config: dict) -> float:
     return 0.99 - 0.03 * (math.log10(config["lr"]) + 4)
+
+
+@contextlib.contextmanager
+def failures_said(what: str):
+    """An error in the student's object, raised as an AssertionError that says where it came from."""
+    try:
+        yield
+    except (AssertionError, NotImplementedError):
+        raise
+    except Exception as error:
+        raise AssertionError(f"{what} failed: {type(error).__name__}: {error}") from error
 
 
 @contextlib.contextmanager
@@ -404,7 +414,7 @@ def searcher(make_tpe: Callable, space: dict, trials: int, max_concurrent: int =
     a budget of `trials`, chooses at least a third of them from what finished trials scored, moving
     towards the configurations that scored best."""
     assert callable(make_tpe), "make_tpe should be a function that returns a new searcher"
-    with quiet_optuna():
+    with quiet_optuna(), failures_said("the searcher, in a sweep of made-up trials,"):
         assert make_tpe() is not make_tpe(), "make_tpe() should build a new searcher each time it is called"
         first, limit = suggestions(make_tpe, space, rising, trials)
         assert limit is not None, (

@@ -7,20 +7,27 @@ wait in memory and go out with the trial's parameters (its config as it starts, 
 and when the oldest waiting report is `flush_every_s` old; one request ends the
 run: FINISHED, KILLED when a scheduler stopped the trial before `max_iterations` reports (or the
 sweep was interrupted), FAILED on an error. After `Tuner.restore` it finds the runs of the sweep's
-earlier trials by their `ray_trial_id` tag, and skips steps a run holds already. Hyperparameters a
-scheduler changes mid-trial (PBT) can be logged as `hp/<name>` metrics at every step.
+earlier trials by their `ray_trial_id` tag, and skips the steps a trial repeats after a restart from a
+checkpoint (the run holds them already). A trial whose config changed (PBT's exploit: another trial's
+weights and perturbed hyperparameters) trains new epochs even where its steps go back: each of them is
+logged, after those of the same steps before. Hyperparameters a scheduler changes mid-trial can be
+logged as `hp/<name>` metrics at every step.
 
 `BatchedMLflowLoggerCallback` is the same logger behind the arguments of Ray's `MLflowLoggerCallback`,
-so that a notebook swaps one for the other by changing a class name.
+so that a notebook swaps one for the other by changing a class name. `LoggerClock` times any logger:
+how long Tune's loop waits for it. `kept_result_files()` are Tune's own per-trial result files, kept
+whole when PBT restarts a trial.
 """
 
 import numbers
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 
@@ -38,6 +45,8 @@ class MLflowTrialLogger(tune.Callback):
         self.params_on_trial_end = params_on_trial_end  # the config as the trial ends (PBT changes it)
         self.run_ids = {}  # trial id -> MLflow run id
         self.next_step = {}  # trial id -> the first step its run does not hold yet
+        self.logged_config = {}  # trial id -> the config its latest logged step was trained with
+        self.last_timestamp = {}  # trial id -> the time (ms) of its latest logged report
         self.open_trials = {}  # trial id -> trial, for runs this logger has (re)opened and not ended
         self.pending_metrics, self.pending_params = {}, {}  # trial id -> what the next flush sends
 
@@ -96,15 +105,20 @@ class MLflowTrialLogger(tune.Callback):
     def metrics(self, trial, result: dict) -> dict:
         """What to log of one report: the trainable's numbers and the hyperparameters in hp_metrics."""
         values = {key: value for key, value in result.items() if is_metric(key, value)}
-        return values | {f"hp/{key}": trial.config[key] for key in self.hp_metrics}
+        return values | {f"hp/{key}": trained_with(trial, result)[key] for key in self.hp_metrics}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = self.step(result)
-        if step < self.next_step[trial.trial_id]:
-            return  # repeated after a restart; the run holds this step already
+        step, config = self.step(result), trained_with(trial, result)
+        if self.logged_config.setdefault(trial.trial_id, config) != config:
+            self.logged_config[trial.trial_id] = config  # exploited (PBT): new epochs, whatever their steps
+        elif step < self.next_step[trial.trial_id]:
+            return  # repeated after a restart from a checkpoint; the run holds this step already
         self.next_step[trial.trial_id] = step + 1
         values = self.metrics(trial, result)
-        now = int(time.time() * 1000)
+        # Each report later than the one before: in time order, a run's history is the order its trial
+        # trained its epochs, even where PBT made the steps go back.
+        now = max(int(time.time() * 1000), self.last_timestamp.get(trial.trial_id, 0) + 1)
+        self.last_timestamp[trial.trial_id] = now
         pending = self.pending_metrics[trial.trial_id]
         pending += [Metric(key, float(value), now, step) for key, value in values.items()]
         if now - pending[0].timestamp >= 1000 * self.flush_every_s:
@@ -179,8 +193,112 @@ class BatchedMLflowLoggerCallback(MLflowTrialLogger):
         return result["training_iteration"]  # Ray's callback's step
 
     def metrics(self, trial, result: dict) -> dict:
-        config = {f"config/{key}": value for key, value in trial.config.items() if is_metric(key, value)}
+        config = trained_with(trial, result)
+        config = {f"config/{key}": value for key, value in config.items() if is_metric(key, value)}
         return super().metrics(trial, result) | config
+
+
+class LoggerClock:
+    """Makes loggers as `logger_class` does (`LoggerClock(MLflowLoggerCallback)(uri, ...)`), each timed:
+    `seconds` adds up the time Tune's loop spends in their callbacks, time in which it takes no trial's
+    report. `__name__` is the class's."""
+
+    def __init__(self, logger_class):
+        self.logger_class, self.__name__, self.seconds = logger_class, logger_class.__name__, 0.0
+
+    def __call__(self, *args, **kwargs) -> "TimedLogger":
+        return TimedLogger(self.logger_class(*args, **kwargs), self)
+
+
+class TimedLogger(tune.Callback):
+    """A Tune callback that passes every call on to `logger` and adds its duration to `clock.seconds`."""
+
+    IS_CALLBACK_CONTAINER = True  # Tune checks that every hook is passed on
+
+    def __init__(self, logger: tune.Callback, clock: LoggerClock):
+        self.logger, self.clock = logger, clock
+
+    def timed(self, hook: str, **info):
+        start = time.perf_counter()
+        try:
+            return getattr(self.logger, hook)(**info)
+        finally:
+            self.clock.seconds += time.perf_counter() - start
+
+    def setup(self, **info):
+        return self.timed("setup", **info)
+
+    def on_step_begin(self, **info):
+        return self.timed("on_step_begin", **info)
+
+    def on_step_end(self, **info):
+        return self.timed("on_step_end", **info)
+
+    def on_trial_start(self, **info):
+        return self.timed("on_trial_start", **info)
+
+    def on_trial_restore(self, **info):
+        return self.timed("on_trial_restore", **info)
+
+    def on_trial_save(self, **info):
+        return self.timed("on_trial_save", **info)
+
+    def on_trial_result(self, **info):
+        return self.timed("on_trial_result", **info)
+
+    def on_trial_complete(self, **info):
+        return self.timed("on_trial_complete", **info)
+
+    def on_trial_recover(self, **info):
+        return self.timed("on_trial_recover", **info)
+
+    def on_trial_error(self, **info):
+        return self.timed("on_trial_error", **info)
+
+    def on_checkpoint(self, **info):
+        return self.timed("on_checkpoint", **info)
+
+    def on_experiment_end(self, **info):
+        return self.timed("on_experiment_end", **info)
+
+    def get_state(self):
+        return self.logger.get_state()
+
+    def set_state(self, state: dict):
+        self.logger.set_state(state)
+
+
+class KeepLocalFile:
+    """Tune's JSON and CSV loggers write each trial's reports to a file in the driver's staging folder,
+    copied to the sweep's storage every ten seconds or so. When a trial starts again from a checkpoint,
+    they first copy the storage's file back over the local one, for a sweep resumed elsewhere; on the
+    machine that wrote it (PBT restarts its trials every few epochs), that copy is older than the local
+    file (its newest reports are lost) or not there yet (Tune warns "Remote file not found"). Mixed into
+    those loggers: keep the local file when there is one."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if not Path(trial.local_path, file_name).exists():
+            super()._restore_from_remote(file_name, trial)
+
+
+class JsonFileLogger(KeepLocalFile, JsonLoggerCallback):
+    pass
+
+
+class CsvFileLogger(KeepLocalFile, CSVLoggerCallback):
+    pass
+
+
+def kept_result_files() -> list[tune.Callback]:
+    """Tune's result-file loggers (JSON, CSV), keeping a trial's file whole when it restarts from a
+    checkpoint in the same sweep: give them to the Tuner's callbacks, and Tune adds none of its own."""
+    return [JsonFileLogger(), CsvFileLogger()]
+
+
+def trained_with(trial, result: dict) -> dict:
+    """The config a report was trained with. Tune puts it in the report; the trial's own config may be
+    newer already (PBT's exploit changes it before the loggers see the report that decided it)."""
+    return dict(result.get("config", trial.config))
 
 
 def params(config: dict) -> list[Param]:

@@ -1,4 +1,5 @@
-"""The tuning notebook's trials run on a real (local, two-node) Ray cluster through RAY_ADDRESS: the
+"""The tuning notebook's trials run on a real (local, two-node) Ray cluster through RAY_ADDRESS, with
+Tune's state in the storage LAB_STORAGE_PATH names (what every node of a real cluster would mount): the
 notebook runs up to its first sweep (the cell tagged first-sweep), against a private MLflow server."""
 
 import secrets
@@ -22,7 +23,10 @@ def two_node_cluster(monkeypatch):
         yield address
 
 
-def test_the_first_sweep_runs_on_a_two_node_cluster(two_node_cluster, private_server, monkeypatch):
+@pytest.mark.slow
+def test_the_first_sweep_runs_on_a_two_node_cluster(two_node_cluster, private_server, monkeypatch, tmp_path):
+    shared = tmp_path / "shared-storage"
+    monkeypatch.setenv("LAB_STORAGE_PATH", str(shared))
     monkeypatch.setenv("RAY_ADDRESS", two_node_cluster)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", private_server)
     monkeypatch.setenv("SMOKE_TEST", "1")
@@ -35,3 +39,7 @@ def test_the_first_sweep_runs_on_a_two_node_cluster(two_node_cluster, private_se
     trials = client.search_runs([experiment.experiment_id], children)
     assert len(trials) == int(parent.data.params["num_samples"]) >= 2, "the trials did not all log to MLflow"
     assert all(trial.info.status == "FINISHED" for trial in trials)
+    sweep_state = Path(parent.data.params["tune_experiment_path"])
+    assert sweep_state.parent == shared and (sweep_state / "tuner.pkl").exists(), (
+        "Tune kept its state elsewhere"
+    )

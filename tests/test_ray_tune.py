@@ -1,10 +1,11 @@
-"""The Ray Tune notebooks. The exercise is generated from the solution and stops at its first stub.
-The solution runs once, cell by cell (the walk): each TODO's self-check must fail on the exercise's
-stub and on a plausible wrong answer (tests/wrong_answers.py), and pass on the solution. Then the
-tests read back from MLflow what that run logged, with the budgets the notebook logged itself."""
+"""The Ray Tune notebooks. The exercise is generated from the solution and stops at its first stub; no
+answer ships in the self-check module. The solution runs once, cell by cell (the walk, tests/walk.py):
+each TODO's self-check must fail on the exercise's stub and on every wrong answer of
+tests/wrong_answers.py, saying what is wrong, and pass on the solution. Then the tests read back from
+MLflow what that run logged, with the budgets the notebook logged itself."""
 
-import json
-from pathlib import Path
+import inspect
+import re
 
 import mlflow
 import nbformat
@@ -12,14 +13,21 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+import labkit.tuning_checks
 from tests.runs import find_runs, metric_steps, newest_run
-from tests.wrong_answers import wrong_answers
+from tests.walk import walk_solution
+from tests.wrong_answers import WRONG_ANSWERS, wrong_answers
 from tools import make_exercise
-from tools.notebooks import kernel, walk_solution
+from tools.notebooks import kernel
 
 EXPERIMENT = "ray-tune-lab"
 SOLUTION = nbformat.read(make_exercise.SOLUTION, as_version=4)
 TODOS = [f"todo-{k}" for k in range(1, len(make_exercise.todo_pairs(SOLUTION)) + 1)]
+# What may be printed on stderr, and what the notebook says it means: Ray's start-up notices (issue 17's,
+# said in the README), Tune's warning that Ray's callback made its loop wait (said next to the first
+# sweep), and a trial's worker interrupted by Ray's SIGTERM handler as Tune stops it (said next to ray.init).
+EXPLAINED = ("Token authentication is enabled", "may be a performance bottleneck")
+WORKER = re.compile(r"\((\w+) pid=(\d+)\)")
 
 
 # --- the exercise --------------------------------------------------------------------------------
@@ -32,8 +40,8 @@ def test_exercise_is_generated_from_the_current_solution():
 def test_the_exercise_has_five_to_seven_todos_each_a_stub_with_its_self_check_next():
     exercise = make_exercise.make_exercise(SOLUTION)
     assert 5 <= len(TODOS) <= 7
-    tags = [cell.metadata.get("tags") for cell in SOLUTION.cells]
-    assert [cell.metadata.get("tags") for cell in exercise.cells] == tags, "the tags stay in place"
+    metadata = [cell.metadata for cell in SOLUTION.cells]
+    assert [cell.metadata for cell in exercise.cells] == metadata, "the metadata (tags, points) stays"
     for todo, _ in make_exercise.todo_pairs(SOLUTION):
         assert exercise.cells[todo].source.count("raise NotImplementedError(") == 1
     assert "(exercise)" in exercise.cells[0].source
@@ -48,10 +56,13 @@ def test_drift_is_detected(tmp_path, monkeypatch):
 
 
 def small_solution(*cells) -> nbformat.NotebookNode:
-    """A notebook of (source, tags) code cells."""
+    """A notebook of (source, tags) code cells; a check-<k> cell is worth 1 point unless it says."""
     notebook = nbformat.v4.new_notebook()
-    for source, tags in cells:
-        notebook.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)}))
+    for source, tags, *points in cells:
+        metadata = {"tags": list(tags)}
+        if any(tag.startswith("check-") for tag in tags):
+            metadata["points"] = points[0] if points else 1
+        notebook.cells.append(nbformat.v4.new_code_cell(source, metadata=metadata))
     return notebook
 
 
@@ -71,11 +82,30 @@ TODO = "x = 1\n### BEGIN SOLUTION: set y\ny = 2\n### END SOLUTION"
             [(TODO, ["todo-2"]), ("pass", ["check-2"]), (TODO, ["todo-1"]), ("pass", ["check-1"])],
             "out of order",
         ),
+        ([(TODO, ["todo-1"]), ("assert y == 2", ["check-1"], None)], "whole number of points"),
+        ([(TODO, ["todo-1"]), ("assert y == 2", ["check-1"], 1.5)], "whole number of points"),
     ],
 )
-def test_the_generator_refuses_a_solution_with_wrong_tags(cells, message):
+def test_the_generator_refuses_a_solution_with_wrong_tags_or_points(cells, message):
     with pytest.raises(make_exercise.SolutionError, match=message):
         make_exercise.make_exercise(small_solution(*cells))
+
+
+def test_no_answer_ships_in_the_self_check_module():
+    """No line of a solution region appears in labkit/tuning_checks.py, which every student imports."""
+    checks = re.sub(r"\s+", "", inspect.getsource(labkit.tuning_checks))
+    for todo, _ in make_exercise.todo_pairs(SOLUTION):
+        [region] = make_exercise.REGION.finditer(SOLUTION.cells[todo].source)
+        for line in region[0].splitlines()[1:-1]:
+            code = re.sub(r"\s+", "", line.split("#")[0])
+            assert len(code) < 12 or code not in checks, (
+                f"the self-checks hold the answer line {line.strip()!r}"
+            )
+
+
+def test_every_todo_has_at_least_three_wrong_answers():
+    assert sorted(WRONG_ANSWERS) == TODOS
+    assert all(len(answers) >= 3 for answers in WRONG_ANSWERS.values())
 
 
 def test_exercise_runs_cleanly_up_to_its_first_stub(mlflow_server):
@@ -93,38 +123,72 @@ def test_exercise_runs_cleanly_up_to_its_first_stub(mlflow_server):
 
 @pytest.fixture(scope="module")
 def walk(mlflow_server):
-    """The solution run cell by cell in one kernel, each TODO tried with its stub and a wrong answer
-    first (tools.notebooks.walk_solution); the MLflow tests below read what this run logged."""
+    """The solution run cell by cell in one kernel, each TODO tried with its stub and its wrong answers
+    first, and the ASHA sweep cell run twice; the MLflow tests below read what this run logged."""
     with kernel() as run:
-        todos, cells = walk_solution(make_exercise.SOLUTION, make_exercise.EXERCISE, wrong_answers(), run)
+        todos, cells = walk_solution(
+            make_exercise.SOLUTION, make_exercise.EXERCISE, wrong_answers(), run, twice=("asha-sweep",)
+        )
     return {todo.todo: todo for todo in todos}, cells
 
 
+@pytest.mark.slow
 def test_the_solution_runs_cell_by_cell_without_an_error(walk):
     _, cells = walk
     failed = cells[-1]
     assert not failed.error, f"a cell of the solution failed: {failed.error}\n{failed.source[:400]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("todo", TODOS)
 def test_the_self_check_fails_on_the_stub(walk, todo):
     outcome = walk[0][todo].after_stub
     assert outcome.error_name in ("NotImplementedError", "AssertionError"), outcome.error or "it passed"
 
 
-@pytest.mark.parametrize("todo", TODOS)
-def test_the_self_check_says_what_is_wrong_with_a_plausible_wrong_answer(walk, todo):
-    outcome = walk[0][todo].after_wrong_answer
-    assert outcome.error_name == "AssertionError", outcome.error or "it passed"
-    assert len(outcome.error_value) > 20, f"the message should say what is wrong: {outcome.error_value!r}"
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "todo, wrong", [(todo, wrong) for todo, answers in WRONG_ANSWERS.items() for wrong in answers], ids=str
+)
+def test_the_self_check_says_what_is_wrong_with_each_wrong_answer(walk, todo, wrong):
+    outcome = walk[0][todo].after_wrong_answers[wrong.name]
+    assert outcome.error_name == "AssertionError", f"{wrong.name}: {outcome.error or 'it passed'}"
+    assert wrong.says in outcome.error_value, f"{wrong.name}: the check said {outcome.error_value!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("todo", TODOS)
 def test_the_self_check_passes_on_the_solution(walk, todo):
     outcome = walk[0][todo].after_solution
     assert outcome is not None, "the walk stopped before it"
     assert not outcome.error, outcome.error
     assert any("OK" in output.get("text", "") for output in outcome.outputs), "the self-check should say OK"
+
+
+def warnings_printed(outcome) -> list[str]:
+    """The lines of a cell's stderr that warn or show an error, but those the notebook explains."""
+    lines = [
+        line
+        for output in outcome.outputs
+        if output.get("name") == "stderr"
+        for line in output.get("text", "").splitlines()
+    ]
+    stopped = {WORKER.search(line)[0] for line in lines if "sigterm_handler" in line and WORKER.search(line)}
+    alarming = re.compile(r"WARNING|Warning|Traceback|Error|Exception")
+    return [
+        line
+        for line in lines
+        if alarming.search(line)
+        and not any(words in line for words in EXPLAINED)
+        and not (WORKER.search(line) and WORKER.search(line)[0] in stopped)
+    ]
+
+
+@pytest.mark.slow
+def test_the_solution_warns_about_nothing(walk):
+    _, cells = walk
+    printed = {outcome.source.splitlines()[0]: warnings_printed(outcome) for outcome in cells}
+    assert not {cell: lines for cell, lines in printed.items() if lines}
 
 
 # --- what the run logged to MLflow --------------------------------------------------------------
@@ -152,103 +216,155 @@ def history(client, run, key="val_accuracy") -> list[int]:
     return metric_steps(client, run.info.run_id, key)
 
 
-def test_the_shootout_has_five_strategies_each_with_its_budget_logged(shootout):
+def in_order(client, run, key="val_accuracy") -> list[float]:
+    """A trial's values of `key`, in the order it logged them."""
+    logged = client.get_metric_history(run.info.run_id, key)
+    return [m.value for m in sorted(logged, key=lambda m: (m.timestamp, m.step))]
+
+
+def config(run) -> dict:
+    return {key: run.data.params[key] for key in ("lr", "weight_decay", "hidden_size", "dropout")}
+
+
+@pytest.mark.slow
+def test_the_shootout_has_five_strategies_each_with_the_same_budget(shootout):
     assert set(shootout) == {"grid", "random", "asha", "optuna-tpe", "pbt"}
     budgets = {(int(p.data.metrics["trials"]), p.data.params["max_epochs"]) for p, _ in shootout.values()}
     assert len(budgets) == 1, f"the strategies had different budgets: {budgets}"
 
 
+@pytest.mark.slow
 def test_each_strategy_nests_its_trials_with_params_and_histories(client, shootout):
     for strategy, (parent, trials) in shootout.items():
         assert len(trials) == parent.data.metrics["trials"], strategy
-        max_epochs = int(parent.data.params["max_epochs"])
         for trial in trials:
             assert trial.info.status == "FINISHED", f"{strategy}: {trial.info.run_name} {trial.info.status}"
-            assert {"lr", "weight_decay", "hidden_size", "dropout"} <= set(trial.data.params), strategy
-            steps = history(client, trial)
-            assert 1 <= len(steps) <= max_epochs and steps == sorted(set(steps)), (strategy, steps)
+            assert set(config(trial)) <= set(trial.data.params), strategy
 
 
-@pytest.mark.parametrize("strategy", ["grid", "random", "asha", "optuna-tpe"])
-def test_the_epochs_a_strategy_spent_are_the_epochs_its_trials_logged(client, shootout, strategy):
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "grid", "asha", "optuna-tpe", "pbt"])
+def test_every_epoch_a_strategy_trained_reaches_mlflow(client, shootout, strategy):
+    """EpochCounter counted the reports Tune received; each is a value in a trial's history, PBT's epochs
+    trained again after an exploit included."""
     parent, trials = shootout[strategy]
     assert sum(len(history(client, trial)) for trial in trials) == parent.data.metrics["epochs"]
 
 
-def test_pbt_counts_every_epoch_its_trials_trained(client, shootout):
-    """Each epoch a PBT trial logged is one it trained; after an exploit it may train some twice (which
-    it logs once), so the sweep's count is at least what its trials logged."""
-    parent, trials = shootout["pbt"]
-    assert parent.data.metrics["epochs"] >= sum(len(history(client, trial)) for trial in trials)
+@pytest.mark.slow
+def test_pbt_logs_each_trials_hyperparameters_at_every_epoch_and_its_last_config(client, shootout):
+    _, trials = shootout["pbt"]
+    for trial in trials:
+        assert history(client, trial, "config/lr") == history(client, trial), trial.info.run_name
+        assert float(trial.data.params["lr"]) == pytest.approx(in_order(client, trial, "config/lr")[-1])
 
 
+@pytest.mark.slow
+def test_asha_ran_the_configurations_of_random_search(shootout):
+    configurations = {
+        strategy: sorted(map(str, map(config, shootout[strategy][1]))) for strategy in ("asha", "random")
+    }
+    assert configurations["asha"] == configurations["random"]
+
+
+@pytest.mark.slow
 def test_asha_stops_some_trials_early_and_trains_some_to_the_end(client, shootout):
     parent, trials = shootout["asha"]
     lengths = sorted(len(history(client, trial)) for trial in trials)
-    max_epochs = int(parent.data.params["max_epochs"])
-    assert lengths[0] < max_epochs and lengths[-1] == max_epochs, lengths
+    assert lengths[0] < int(parent.data.params["max_epochs"]) == lengths[-1], lengths
 
 
+@pytest.mark.slow
 def test_the_strategies_that_do_not_stop_early_train_every_trial_to_the_end(client, shootout):
-    for strategy in ("grid", "random", "optuna-tpe"):
+    for strategy in ("random", "grid", "optuna-tpe"):
         parent, trials = shootout[strategy]
         assert {len(history(client, t)) for t in trials} == {int(parent.data.params["max_epochs"])}, strategy
 
 
-def test_pbt_logs_each_trials_hyperparameters_at_every_step(client, shootout):
-    _, trials = shootout["pbt"]
-    for trial in trials:
-        assert history(client, trial, "config/lr") == history(client, trial), trial.info.run_name
-
-
+@pytest.mark.slow
 def test_the_first_sweep_is_logged_by_rays_callback_nested_under_its_parent(client, experiment):
     parent, trials = sweep(client, experiment, "first-sweep")
     assert parent.data.params["logger"] == "MLflowLoggerCallback"
     assert len(trials) == parent.data.metrics["trials"] == int(parent.data.params["num_samples"])
-    for trial in trials:
-        assert "time_this_iter_s" in trial.data.metrics, "Ray's callback logs Tune's bookkeeping too"
-        assert len(history(client, trial)) == int(parent.data.params["max_epochs"])
+    assert all("time_this_iter_s" in trial.data.metrics for trial in trials), "Ray's callback logs it all"
 
 
-def test_the_resumed_sweep_has_one_run_per_trial_holding_tunes_final_results(client, experiment):
+@pytest.mark.slow
+def test_the_asha_sweep_ran_again_in_the_same_kernel(client, experiment):
+    """The walk ran the ASHA sweep's cell twice: a scheduler (or searcher) that a sweep used up would fail
+    the second time; one built for each sweep does not."""
+    sweeps = sorted(
+        find_runs(client, experiment, "tags.strategy = 'asha'"), key=lambda run: run.info.start_time
+    )
+    assert len(sweeps) >= 2
+    for run in sweeps[-2:]:
+        assert run.data.metrics["trials"] == int(run.data.params["num_samples"])
+
+
+@pytest.mark.slow
+def test_each_strategys_best_steady_score_is_the_mean_of_a_trials_last_quarter(client, shootout):
+    """The shoot-out ranks strategies by their best trial's mean validation accuracy over the last quarter
+    of its epochs (what TODO 6 asks), read back from MLflow."""
+    for strategy, (parent, trials) in shootout.items():
+        quarter = int(parent.data.params["max_epochs"]) // 4
+        scores = [
+            sum(values[-quarter:]) / len(values[-quarter:])
+            for values in (in_order(client, t) for t in trials)
+        ]
+        assert parent.data.metrics["best_steady_val"] == pytest.approx(max(scores)), strategy
+
+
+@pytest.mark.slow
+def test_the_verdicts_are_computed_against_the_measured_noise_and_logged(client, experiment, shootout):
+    run = newest_run(client, experiment, "tags.mlflow.runName = 'shoot-out'")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"shootout.json", "best_so_far_vs_epochs.png", "verdicts.txt"} <= artifacts
+    verdicts = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/verdicts.txt")
+    assert all(strategy in verdicts for strategy in shootout), verdicts
+    metrics = run.data.metrics
+    one_image = 1 / int(run.data.params["validation_images"])
+    assert metrics["tie_below"] == pytest.approx(max(one_image, 2 * 2**0.5 * metrics["seed_sd"]))
+    asha, random = (shootout[s][0].data.metrics for s in ("asha", "random"))
+    assert metrics["asha_epoch_share"] == pytest.approx(asha["epochs"] / random["epochs"])
+
+
+@pytest.mark.slow
+def test_rays_callback_holds_tunes_loop_longer_per_report_than_the_batched_logger(
+    client, experiment, shootout
+):
+    sweeps = {"first-sweep": sweep(client, experiment, "first-sweep"), **shootout}
+    per_report = {
+        strategy: parent.data.metrics["logger_seconds"] / parent.data.metrics["epochs"]
+        for strategy, (parent, _) in sweeps.items()
+    }
+    batched = [
+        s for s, (parent, _) in sweeps.items() if parent.data.params["logger"] != "MLflowLoggerCallback"
+    ]
+    assert per_report["first-sweep"] > max(per_report[s] for s in batched), per_report
+
+
+@pytest.mark.slow
+def test_the_resumed_sweep_logs_each_trial_once_as_if_never_interrupted(client, experiment):
+    """Each trial of the interrupted and resumed sweep holds, epoch by epoch, what the first sweep's trial
+    with the same configuration (never interrupted, logged by Ray's callback) holds."""
     parent, trials = sweep(client, experiment, "resume-demo")
     assert int(parent.data.tags["unfinished_trials"]) > 0, "the sweep was not interrupted"
-    reported = tune_results(Path(parent.data.tags["tune_experiment_path"]))
-    assert sorted(t.data.tags["ray_trial_id"] for t in trials) == sorted(reported), "one MLflow run per trial"
-    repeated = 0
+    uninterrupted = {str(config(trial)): trial for trial in sweep(client, experiment, "first-sweep")[1]}
+    assert len(trials) == int(parent.data.params["num_samples"]), "one MLflow run per trial"
     for trial in trials:
-        reports = reported[trial.data.tags["ray_trial_id"]]
-        last_of_each_epoch = {report["training_iteration"]: report["val_accuracy"] for report in reports}
-        repeated += len(reports) - len(last_of_each_epoch)
+        twin = uninterrupted[str(config(trial))]
         logged = client.get_metric_history(trial.info.run_id, "val_accuracy")
-        assert {m.step: m.value for m in logged} == last_of_each_epoch, trial.info.run_name
+        expected = client.get_metric_history(twin.info.run_id, "val_accuracy")
+        assert [(m.step, m.value) for m in logged] == [(m.step, m.value) for m in expected], (
+            trial.info.run_name
+        )
         assert trial.info.status == "FINISHED"
-    assert repeated > 0, "no trial repeated an epoch after the resume: the comparison proves little"
 
 
-def tune_results(experiment_path: Path) -> dict[str, list[dict]]:
-    """Every report of every trial, as Tune wrote them to the trial folders' result.json."""
-    reports = {}
-    for path in experiment_path.glob("*/result.json"):
-        for line in path.read_text().splitlines():
-            report = json.loads(line)
-            reports.setdefault(report["trial_id"], []).append(report)
-    return reports
-
-
-def test_shootout_and_logging_cost_are_logged(client, experiment):
-    shootout = newest_run(client, experiment, "tags.mlflow.runName = 'shoot-out'")
-    artifacts = {a.path for a in client.list_artifacts(shootout.info.run_id)}
-    assert {"shootout.json", "best_so_far_vs_epochs.png", "asha_vs_grid.txt"} <= artifacts
-    cost = newest_run(client, experiment, "tags.mlflow.runName = 'logging-cost'")
-    ways = ("no_logging", "MLflowLoggerCallback", "setup_mlflow", "BatchedMLflowLoggerCallback")
-    assert {f"seconds_{way}" for way in ways} <= set(cost.data.metrics)
-
-
-def test_the_tuned_model_is_registered_and_loads(client, experiment):
+@pytest.mark.slow
+def test_the_tuned_model_is_registered_loads_and_meets_its_target(client, experiment):
     version = client.get_model_version_by_alias("digits-tuned", "champion")
     run = client.get_run(version.run_id)
     assert run.info.experiment_id == experiment.experiment_id
-    model = mlflow.pyfunc.load_model("models:/digits-tuned@champion")
-    assert model.metadata.get_input_schema() is not None
-    assert 0 < run.data.metrics["test_accuracy"] <= 1
+    assert mlflow.pyfunc.load_model("models:/digits-tuned@champion").metadata.get_input_schema() is not None
+    assert run.data.metrics["test_accuracy_mean"] >= float(run.data.params["target_test_accuracy"])

@@ -1,5 +1,6 @@
 """The lab's trial loggers (labkit/trial_logger.py), driven directly with stand-in trials as Tune would
-drive them: what they log, in how many requests, and how they carry on after an interrupted sweep.
+drive them: what they log, in how many requests, how they carry on after an interrupted sweep and after
+PBT's exploits; and the lab's other Tune callbacks (a clock for loggers, Tune's result files kept whole).
 `MLflowTrialLogger` is the logger; `BatchedMLflowLoggerCallback`, what the tuning notebook's strategies
 use, is the same behind the arguments and the record of Ray's `MLflowLoggerCallback`."""
 
@@ -8,8 +9,9 @@ import uuid
 
 import pytest
 from mlflow.exceptions import MlflowException
+from ray import tune
 
-from labkit.trial_logger import BatchedMLflowLoggerCallback, MLflowTrialLogger
+from labkit.trial_logger import BatchedMLflowLoggerCallback, LoggerClock, MLflowTrialLogger, kept_result_files
 from tests.tune_stand_ins import CountingClient, StandInTrial, result
 
 
@@ -184,3 +186,70 @@ def test_the_batched_callback_resumes_a_trials_run_with_its_steps(client, sweep)
 def test_the_batched_callback_needs_the_parent_run(client):
     with pytest.raises(ValueError, match="mlflow.parentRunId"):
         BatchedMLflowLoggerCallback(client.tracking_uri, experiment_name="x", tags={"strategy": "grid"})
+
+
+def test_an_exploited_trial_logs_every_epoch_it_trains_with_its_new_config(client, sweep):
+    """PBT's exploit, as Tune shows it to the loggers: the report of epoch 4 (trained with lr 0.01) decides
+    it, and Tune already gives the trial its new config (lr 0.02) as the loggers see that report; the
+    trial then trains epochs 3 and 4 again from another's checkpoint of epoch 2. Those are new epochs,
+    not repeats: each reaches the run, after the first ones, with the config each was trained with."""
+    logger = start_batched(client, sweep, log_params_on_trial_end=True)
+    trial = StandInTrial("x1", lr=0.01)
+    logger.on_trial_start(0, [], trial)
+    for epoch in range(4):
+        if epoch == 3:
+            trial.config = {"lr": 0.02}  # exploited while Tune processed this report
+        report = result(epoch, val_accuracy=0.5 + epoch / 10, config={"lr": 0.01})
+        logger.on_trial_result(0, [], trial, report)
+    for epoch in range(2, 5):
+        logger.on_trial_result(0, [], trial, result(epoch, val_accuracy=0.95, config={"lr": 0.02}))
+    logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end([trial])
+
+    [run] = trial_runs(client, sweep)
+    by_time = {"key": lambda m: (m.timestamp, m.step)}
+    accuracy = sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), **by_time)
+    assert [(m.step, m.value) for m in accuracy] == [
+        (1, 0.5), (2, 0.6), (3, 0.7), (4, pytest.approx(0.8)), (3, 0.95), (4, 0.95), (5, 0.95)
+    ]  # fmt: skip
+    lr = sorted(client.get_metric_history(run.info.run_id, "config/lr"), **by_time)
+    assert [m.value for m in lr] == [0.01] * 4 + [0.02] * 3, "each epoch with the lr it was trained with"
+    assert run.data.params == {"lr": "0.02"}
+
+
+def test_the_logger_clock_adds_up_the_time_tune_spends_in_the_logger():
+    class SlowLogger(tune.Callback):
+        def __init__(self, name, *, pause):
+            self.name, self.pause, self.results = name, pause, 0
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            time.sleep(self.pause)
+            self.results += 1
+
+    clock = LoggerClock(SlowLogger)
+    loggers = [clock("a", pause=0.02), clock("b", pause=0.03)]
+    for logger in loggers:
+        logger.on_trial_result(iteration=0, trials=[], trial=None, result={})
+    assert clock.__name__ == "SlowLogger"
+    assert [logger.logger.results for logger in loggers] == [1, 1], "each call reaches the logger"
+    assert 0.05 <= clock.seconds < 1
+
+
+def test_the_kept_result_files_are_not_copied_back_over_a_local_file(tmp_path):
+    """A trial restarting from a checkpoint on the machine that wrote its result file keeps that file;
+    only where there is none (a sweep resumed elsewhere) does Tune's logger fetch it from storage."""
+
+    class Trial:
+        local_path, checkpoint = str(tmp_path), "a checkpoint"
+
+        @property
+        def storage(self):
+            raise AssertionError("the logger went to the sweep's storage")
+
+    for logger in kept_result_files():
+        (tmp_path / "result.json").write_text("{}\n")
+        (tmp_path / "progress.csv").write_text("a\n")
+        logger._restore_from_remote("result.json", Trial())
+        logger._restore_from_remote("progress.csv", Trial())
+        with pytest.raises(AssertionError, match="storage"):
+            logger._restore_from_remote("missing.json", Trial())

@@ -10,13 +10,16 @@ region
     <code>
     ### END SOLUTION
 
-and the code cell right after it, tagged `check-<k>`, is its self-check. In the exercise the region
-becomes, at the same indentation,
+and the code cell right after it, tagged `check-<k>`, is its self-check; the check cell's metadata gives
+the TODO's weight in the grade, `"points": <int>`. Cells that no self-check needs (sections that only run
+or show experiments) carry the tag `not-graded`: the grader skips them, and every cell after the last
+self-check. In the exercise the region becomes, at the same indentation,
 
     # TODO: <hint>
     raise NotImplementedError("<hint>")
 
-the tags stay (the grader, `make grade`, finds the TODOs and their self-checks by them), and
+the tags and the rest of each cell's metadata stay (the grader, `make grade`, finds the TODOs, their
+self-checks and their points by them), and
 "(solution)" in the title becomes "(exercise)". A solution whose regions or tags do not follow these
 rules is refused with a message that says which cell is wrong. Edit the solution, never the exercise.
 """
@@ -84,6 +87,9 @@ def todo_pairs(solution: nbformat.NotebookNode) -> list[tuple[int, int]]:
     if [todo for todo, _ in pairs] != sorted(todo for todo, _ in pairs):
         raise SolutionError("the todo-<k> cells are out of order: todo-1 first, then todo-2, ...")
     for k, (todo, check) in enumerate(pairs, 1):
+        points = solution.cells[check].metadata.get("points")
+        if not isinstance(points, int) or isinstance(points, bool) or points < 1:
+            raise SolutionError(f"check-{k} (cell {check}) needs a whole number of points, not {points!r}")
         after = next(
             (i for i in range(todo + 1, len(solution.cells)) if solution.cells[i].cell_type == "code"), None
         )

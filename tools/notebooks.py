@@ -1,5 +1,5 @@
 """Run notebooks headlessly (used by the tests and tools), whole, up to a tagged cell or cell by cell,
-or run some of their cells in this process."""
+or run some of their cells in this process. (The tests' walk through a solution is tests/walk.py.)"""
 
 import contextlib
 import time
@@ -85,50 +85,6 @@ def kernel(cwd: Path = REPO, timeout: float = 600, env: dict | None = None):
 
     with client.setup_kernel(**({"env": env} if env is not None else {})):
         yield run
-
-
-@dataclass
-class TodoWalk:
-    """One TODO of a walk through a solution: its self-check run after the exercise's stub, after a
-    wrong answer, and after the solution's code."""
-
-    todo: str
-    after_stub: Outcome
-    after_wrong_answer: Outcome | None
-    after_solution: Outcome | None = None
-
-
-def walk_solution(solution: Path, exercise: Path, wrong_answers: dict, run) -> tuple[list[TodoWalk], list]:
-    """Execute the solution cell by cell with `run` (from kernel()), nbgrader's `validate --invert`
-    style: before each cell tagged todo-<k>, run the exercise's stub of it and the self-check (the
-    code cell tagged check-<k>), then wrong_answers["todo-<k>"] (if any) and the self-check, then the
-    solution's cell and, as the notebook goes on, its self-check. Returns a TodoWalk per TODO and the
-    Outcome of every cell of the solution in order; stops after the first cell of the solution that
-    fails (its Outcome is the last one)."""
-    solution_nb, exercise_nb = nbformat.read(solution, as_version=4), nbformat.read(exercise, as_version=4)
-    walks, cells = {}, []
-    for cell in solution_nb.cells:
-        if cell.cell_type != "code":
-            continue
-        tags = cell.metadata.get("tags", [])
-        todo = next((tag for tag in tags if tag.startswith("todo-")), None)
-        check = next((tag for tag in tags if tag.startswith("check-")), None)
-        if todo:
-            check_source = solution_nb.cells[cell_tagged(solution_nb, f"check-{todo[5:]}")].source
-            run(exercise_nb.cells[cell_tagged(exercise_nb, todo)].source)
-            after_stub = run(check_source)
-            after_wrong = None
-            if todo in wrong_answers:
-                run(wrong_answers[todo])
-                after_wrong = run(check_source)
-            walks[todo] = TodoWalk(todo, after_stub, after_wrong)
-        outcome = run(cell.source)
-        cells.append(outcome)
-        if check:
-            walks[f"todo-{check[6:]}"].after_solution = outcome
-        if outcome.error_name:
-            break
-    return list(walks.values()), cells
 
 
 def load_cells(path: Path, tag: str) -> dict:

@@ -113,8 +113,10 @@ def main(argv=None) -> int:
     parser.add_argument("--cell-timeout", type=float, default=600, help="seconds a cell may run")
     parser.add_argument("--time-limit", type=float, default=1800, help="seconds a submission may run")
     parser.add_argument(
-        "--memory", type=float, default=MEMORY_PER_JOB / 2**30, help="GiB a submission may use"
+        "--interrupt-grace", type=float, default=10, help="seconds to stop after an interrupt"
     )
+    parser.add_argument("--memory", type=float, default=MEMORY_PER_JOB >> 30, help="GiB a submission may use")
+    parser.add_argument("--tasks", type=int, default=Limits.tasks, help="processes and threads it may run")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV file of grades")
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="the exercise as handed out")
     parser.add_argument("--lab-root", type=Path, default=REPO, help="where the lab code it imports lives")
@@ -130,8 +132,8 @@ def main(argv=None) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    limits = Limits(memory_bytes=int(args.memory * 2**30), cpu_seconds=int(args.time_limit))
-    settings = Settings(not args.full, args.cell_timeout, args.time_limit, limits)
+    limits = Limits(memory_bytes=int(args.memory * 2**30), tasks=args.tasks, cpu_seconds=int(args.time_limit))
+    settings = Settings(not args.full, args.cell_timeout, args.time_limit, args.interrupt_grace, limits)
     summary = args.out.with_name(f"{args.out.stem}_summary.csv")
     records = Records(args.out, summary, args.out.parent / "feedback", [t.name for t in exercise.todos])
     pending = []

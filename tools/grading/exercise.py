@@ -127,13 +127,14 @@ class Step:
 # names the self-checks use. Nothing of the submission's (its modules, files or names) is used.
 RELOAD = """\
 def _grader_reload(modules, bindings):
-    import importlib, linecache, sys, types
+    import importlib, importlib.util, linecache, os, sys
     for name, file, source in modules:
         parent, _, leaf = name.rpartition(".")
         if parent and parent not in sys.modules:
             importlib.import_module(parent)
-        module = types.ModuleType(name)
-        module.__file__, module.__package__ = file, name if file.endswith("__init__.py") else parent
+        package = [os.path.dirname(file)] if file.endswith("__init__.py") else None
+        spec = importlib.util.spec_from_file_location(name, file, submodule_search_locations=package)
+        module = importlib.util.module_from_spec(spec)
         linecache.cache[file] = (len(source), None, source.splitlines(True), file)
         sys.modules[name] = module
         exec(compile(source, file, "exec"), module.__dict__)

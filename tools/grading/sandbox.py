@@ -205,16 +205,27 @@ class Sandbox:
         return [sys.executable, "-I", "-S", str(JAIL), str(self.config), "--"]
 
     def stop_processes(self) -> None:
-        """Kill every process of the submission, wherever it went (fork loops and Ray's daemons too)."""
+        """Kill every process of the submission, wherever it went (fork loops and Ray's daemons too),
+        and reap those that the grader, a subreaper, adopted when their parent died."""
+        killed = set()
         if self.groups:
+            killed |= self.groups.pids()
             self.groups.kill_all()
         if self.lease:
+            killed |= {process.pid for process in self.lease.processes()}
             self.lease.kill_processes()
-            return
-        for process in psutil.process_iter(["uids"]):  # the kernel runs as this user: find it by its mark
-            with contextlib.suppress(psutil.Error):
-                if process.info["uids"].real == os.getuid() and process.environ().get(MARKER) == self.token:
-                    process.send_signal(signal.SIGKILL)
+        else:  # the kernel runs as this user: its processes are found by their mark
+            for process in psutil.process_iter(["uids"]):
+                with contextlib.suppress(psutil.Error):
+                    if (
+                        process.info["uids"].real == os.getuid()
+                        and process.environ().get(MARKER) == self.token
+                    ):
+                        process.send_signal(signal.SIGKILL)
+                        killed.add(process.pid)
+        for pid in killed:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def oom_kills(self) -> int:
         return self.groups.oom_kills() if self.groups else 0

@@ -20,6 +20,7 @@ class Settings:
     smoke: bool = True
     cell_timeout: float = 600  # seconds a cell may run before it is interrupted
     time_limit: float = 1800  # seconds a submission may run, restarts included
+    interrupt_grace: float = 10  # seconds an interrupted cell gets to stop before its kernel is killed
     limits: Limits = field(default_factory=Limits)
     environment: tuple = ()  # (name, value)s the kernel gets besides the sandbox's (RAY_ADDRESS, ...)
 
@@ -167,7 +168,8 @@ def run_in_one_kernel(steps, exercise, settings, box, server, watchdog, outcomes
         return None
     oom_before = box.oom_kills()
     with kernel(
-        box.work, settings.cell_timeout, box.env, command_prefix=box.command_prefix,
+        box.work, settings.cell_timeout, box.env, interrupt_grace=settings.interrupt_grace,
+        command_prefix=box.command_prefix,
         connection_file=box.connection_file, stop_processes=box.stop_processes, log=box.log,
     ) as run:  # fmt: skip
         watchdog.kernel = run
@@ -184,8 +186,9 @@ def run_in_one_kernel(steps, exercise, settings, box, server, watchdog, outcomes
             else:
                 outcomes[i] = run(steps[i].source)
             if run.dead and not watchdog.reason:  # the student's code killed it, or ran it out of memory
-                if outcomes[i].error_name == KERNEL_DIED and box.oom_kills() > oom_before:
+                if box.oom_kills() > oom_before:  # the cause, whatever the runner saw first
                     limit = settings.limits.memory_bytes / 2**30
+                    outcomes[i].error_name = KERNEL_DIED
                     outcomes[i].error_value = f"out of memory (the submission may use {limit:g} GiB)"
                 for later in todo_list[todo_list.index(i) + 1 :]:
                     outcomes.pop(later, None)

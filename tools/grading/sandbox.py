@@ -57,10 +57,34 @@ def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+def processes_of(uid: int, zombies: bool = False) -> list[psutil.Process]:
+    """The processes that run as uid (zombies, which only wait for their parent to reap them, when asked)."""
+    found = []
+    for process in psutil.process_iter(["uids", "status"]):
+        if process.info["uids"] and process.info["uids"].real == uid:
+            if zombies or process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def reap_adopted(wanted) -> None:
+    """Reap this process's zombie children for which wanted(process) holds: a subreaper adopts the
+    processes of a kernel that died, and their zombies count against the user's process limit."""
+    for _ in range(50):
+        zombies = [p for p in psutil.Process().children() if p.status() == psutil.STATUS_ZOMBIE and wanted(p)]
+        for process in zombies:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(process.pid, 0)
+        if not zombies:
+            return
+        time.sleep(0.05)
+
+
 class UidLease:
     """A user id from UID_RANGE that no other grader holds (an flock on its file, released when
-    the grader exits, however it exits) and that no account owns; leftovers of a crashed grader that
-    ran under it are killed before it is handed out."""
+    the grader exits, however it exits), that no account owns and that no process runs as: the
+    leftovers of a grader that was killed are killed first, and a uid whose zombies another process
+    has yet to reap is passed over (they would count against its process limit)."""
 
     def __init__(self):
         LEASES.mkdir(mode=0o700, exist_ok=True)
@@ -78,13 +102,13 @@ class UidLease:
                 raise
             self.uid, self._handle = uid, handle
             self.kill_processes()
-            return
+            if not processes_of(uid, zombies=True):
+                return
+            handle.close()
         raise RuntimeError(f"no free user id in {UID_RANGE}")
 
     def processes(self) -> list[psutil.Process]:
-        return [
-            p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real == self.uid
-        ]
+        return processes_of(self.uid)
 
     def kill_processes(self, timeout: float = 10) -> None:
         """Every process of the uid: kill(-1) from a process of that uid reaches them all at once."""
@@ -95,6 +119,7 @@ class UidLease:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
             )  # fmt: skip
             time.sleep(0.05)
+        reap_adopted(lambda process: process.uids().real == self.uid)
 
     def release(self) -> None:
         self.kill_processes()
@@ -212,7 +237,6 @@ class Sandbox:
             killed |= self.groups.pids()
             self.groups.kill_all()
         if self.lease:
-            killed |= {process.pid for process in self.lease.processes()}
             self.lease.kill_processes()
         else:  # the kernel runs as this user: its processes are found by their mark
             for process in psutil.process_iter(["uids"]):
@@ -223,9 +247,7 @@ class Sandbox:
                     ):
                         process.send_signal(signal.SIGKILL)
                         killed.add(process.pid)
-        for pid in killed:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        reap_adopted(lambda process: process.pid in killed)
 
     def oom_kills(self) -> int:
         return self.groups.oom_kills() if self.groups else 0

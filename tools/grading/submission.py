@@ -174,7 +174,10 @@ def run_in_one_kernel(steps, exercise, settings, box, server, watchdog, outcomes
     ) as run:  # fmt: skip
         watchdog.kernel = run
         if server is not None:
-            mlflow_server.wait_until_healthy(url, server, box.mlflow / "server.log")
+            try:
+                mlflow_server.wait_until_healthy(url, server, box.mlflow / "server.log")
+            except mlflow_server.ServerError as error:
+                raise GraderFailure(str(error)) from None
         for i in replay:
             run(steps[i].source)
         for i in todo_list:

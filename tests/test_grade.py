@@ -1,8 +1,8 @@
 """The grader (`make grade`, tools/grade.py) on a small exercise of fast TODOs made for the test, with a
 check module of its own (quizlab.checks, imported as the lab's are): what passes, what fails and why,
 points and feedback, scratch and reordered cells, submissions that tamper with the checks, snoop on
-the grader or bomb the machine, a grading run killed and resumed, and --jobs 2 against --jobs 1.
-The real exercise is graded in tests/test_grade_lab.py."""
+the grader or bomb the machine, a grading run killed and resumed, --jobs 2 against --jobs 1; then the
+lab's own exercise (slow: its kernel starts Ray), and grading spread over a two-node Ray cluster."""
 
 import csv
 import hashlib
@@ -20,6 +20,7 @@ import nbformat
 import psutil
 import pytest
 
+from tests.test_ray_cluster import two_node_cluster  # noqa: F401 (a fixture)
 from tools import REPO, grade
 from tools.grading import cgroups, sandbox
 from tools.grading.exercise import Exercise, read_code_cells
@@ -571,3 +572,26 @@ def test_the_lab_exercise_untouched_or_tampering_passes_no_todo_even_when_a_serv
     assert all(row["message"] for row in rows), "every failing TODO says why"
     untouched = [row for row in rows if row["submission"].endswith("untouched.ipynb")]
     assert untouched[0]["message"].startswith("TODO cell: NotImplementedError: ")  # the stub's hint
+
+
+@pytest.mark.slow
+def test_with_ray_address_set_submissions_are_graded_as_tasks_over_the_cluster(
+    tmp_path, request, monkeypatch, capsys
+):
+    """Rehearsed on a one-machine cluster of two nodes: the same grades as on this machine, and both
+    nodes grading."""
+    reference, lab = write_exercise(tmp_path)
+    names = ["01_solution.ipynb", "02_tampering.ipynb", "03_untouched.ipynb", "04_wrong_double.ipynb"]
+    submissions = write_submissions(tmp_path / "submissions", names)
+    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "here" / "grades.csv")]) == 0
+    monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("two_node_cluster"))
+    assert (
+        grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "cluster" / "grades.csv")]) == 0
+    )
+    assert (tmp_path / "here" / "grades.csv").read_text() == (tmp_path / "cluster" / "grades.csv").read_text()
+    nodes = {
+        line.rsplit(" on ", 1)[1].split()[0]
+        for line in capsys.readouterr().out.splitlines()
+        if " s on " in line
+    }
+    assert len(nodes) == 2, f"graded on {nodes}"

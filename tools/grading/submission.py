@@ -23,6 +23,7 @@ class Settings:
     interrupt_grace: float = 10  # seconds an interrupted cell gets to stop before its kernel is killed
     limits: Limits = field(default_factory=Limits)
     environment: tuple = ()  # (name, value)s the kernel gets besides the sandbox's (RAY_ADDRESS, ...)
+    own_user: bool = True  # as root, run the kernel as a user id of its own, the checkout hidden
 
 
 @dataclass
@@ -121,7 +122,7 @@ def grade_submission(name: str, path: Path, exercise: Exercise, settings: Settin
         return Result(name, sha256, [failed(todo, reason) for todo in exercise.todos], 0.0)
     steps, problems = exercise.plan(cells)
     environment = {"SMOKE_TEST": "1" if settings.smoke else "0", **dict(settings.environment)}
-    with Sandbox(name, exercise.lab, settings.limits, environment) as box:
+    with Sandbox(name, exercise.lab, settings.limits, environment, settings.own_user) as box:
         outcomes, notes = run_steps(steps, exercise, settings, box)
     verdicts = [judge(todo, steps, outcomes, problems.get(todo.number)) for todo in exercise.todos]
     return Result(name, sha256, verdicts, time.monotonic() - start, notes)

@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUBMISSIONS ?=
 
-.PHONY: lab server test test-full lint exercise clean-notebooks bench grade screenshots chromium clean-venv
+.PHONY: lab server test test-full lint exercise clean-notebooks bench bench-grade grade screenshots chromium clean-venv
 
 lab: $(INSTALLED)
 	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
@@ -37,7 +37,12 @@ clean-notebooks: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.mlflow_logging_overhead $(BENCH_ARGS)
 
+# What grading costs: seconds per complete submission, a probe set with --jobs 1 and 2 (15-20 minutes).
+bench-grade: $(INSTALLED)
+	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
+
 # Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
+# (as root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade NAME")
 grade: $(INSTALLED)
 	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 

@@ -21,6 +21,9 @@ def write_atomically(path: Path, text: str) -> None:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(file.name, 0o666 & ~umask)  # as any file written plainly (a temporary file is 0600)
     os.replace(file.name, path)
 
 

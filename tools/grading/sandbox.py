@@ -266,6 +266,10 @@ class Sandbox:
             self.groups.remove()
         if self.lease:
             self.lease.release()
+        lab = self.folder / "lab"  # read-only: as another user than root, its owner could not empty it
+        for folder in [lab, *lab.rglob("*")] if lab.exists() else []:
+            if folder.is_dir():
+                folder.chmod(0o755)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -12,6 +12,7 @@ own MLflow server, as `make grade` does.
 """
 
 import argparse
+import csv
 import re
 import statistics
 import sys
@@ -62,8 +63,9 @@ def probe_set(exercise_path: Path, solution_path: Path) -> dict[str, nbformat.No
     }
 
 
-def timed_grading(folder: Path, notebooks: dict, jobs: int) -> float:
-    """Seconds to grade the notebooks in a fresh folder with --jobs jobs (every TODO checked)."""
+def timed_grading(folder: Path, notebooks: dict, jobs: int) -> tuple[float, list[float]]:
+    """Seconds to grade the notebooks in a fresh folder with --jobs jobs, and the CPU-seconds each
+    submission used (from grades_summary.csv; none where the machine has no cgroups to count them)."""
     folder.mkdir(parents=True)
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -74,7 +76,9 @@ def timed_grading(folder: Path, notebooks: dict, jobs: int) -> float:
     seconds = time.monotonic() - start
     if status != 0:
         raise SystemExit(f"grading {folder} failed (exit status {status})")
-    return seconds
+    with open(folder.parent / f"{folder.name}_summary.csv", newline="") as summary:
+        cpu = [float(row["cpu_seconds"]) for row in csv.DictReader(summary) if row["cpu_seconds"]]
+    return seconds, cpu
 
 
 def main(argv=None) -> int:
@@ -85,15 +89,18 @@ def main(argv=None) -> int:
     probes = probe_set(grade.REFERENCE, make_exercise.SOLUTION)
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as work:
         work = Path(work)
-        complete = [
+        runs = [
             timed_grading(work / f"complete{i}", {"complete": probes["complete"]}, 1)
             for i in range(args.repeats)
         ]
-        print(f"complete submission: {statistics.median(complete):.0f} s (median of {args.repeats}; "
-              f"each: {', '.join(f'{s:.0f}' for s in complete)})", flush=True)  # fmt: skip
+        seconds, cpu = [wall for wall, _ in runs], [used for _, each in runs for used in each]
+        print(f"complete submission: {statistics.median(seconds):.0f} s (median of {args.repeats}; "
+              f"each: {', '.join(f'{s:.0f}' for s in seconds)})", flush=True)  # fmt: skip
+        if cpu:
+            print(f"  CPU-seconds of its processes: {statistics.median(cpu):.0f} (median)", flush=True)
         if not args.skip_probe_set:
             for jobs in (1, 2):
-                seconds = timed_grading(work / f"probes{jobs}", probes, jobs)
+                seconds, _ = timed_grading(work / f"probes{jobs}", probes, jobs)
                 print(f"probe set of {len(probes)}, --jobs {jobs}: {seconds:.0f} s", flush=True)
     return 0
 

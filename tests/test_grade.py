@@ -252,6 +252,16 @@ def leftovers() -> list:
     return users + list(Path("/tmp").glob(f"{sandbox.PREFIX}{os.getpid()}-*"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def graded_on_this_machine():
+    """RAY_ADDRESS unset for these tests (the suite may run a Ray cluster for the notebooks): with it,
+    `make grade` grades over that cluster (tested apart, at the end)."""
+    address = os.environ.pop("RAY_ADDRESS", None)
+    yield
+    if address is not None:
+        os.environ["RAY_ADDRESS"] = address
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Grade every submission above in one run of the grader (two side by side), as `make grade`

@@ -11,7 +11,7 @@ from pathlib import Path
 from tools.grading.submission import Result, Verdict
 
 FIELDS = ["submission", "todo", "passed", "points", "max_points", "message", "sha256"]
-SUMMARY_FIELDS = ["submission", "points", "max_points", "todos_passed", "seconds", "feedback"]
+SUMMARY_FIELDS = ["submission", "points", "max_points", "todos_passed", "seconds", "cpu_seconds", "feedback"]
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -49,6 +49,9 @@ class Records:
                 del self.rows[name]
         earlier = {row["submission"]: row for row in self._read(self.summary)}
         self.seconds = {name: earlier[name].get("seconds", "") for name in self.rows if name in earlier}
+        self.cpu_seconds = {
+            name: earlier[name].get("cpu_seconds", "") for name in self.rows if name in earlier
+        }
         self.feedback_files = {
             name: earlier[name].get("feedback", "") for name in self.rows if name in earlier
         }
@@ -75,6 +78,9 @@ class Records:
         rows = [row(result, verdict) for verdict in result.verdicts]
         self.rows[result.submission] = rows
         self.seconds[result.submission] = f"{result.seconds:.0f}"
+        self.cpu_seconds[result.submission] = (
+            f"{result.cpu_seconds:.0f}" if result.cpu_seconds is not None else ""
+        )
         with open(self.out, "a", newline="") as file:
             csv.DictWriter(file, FIELDS, lineterminator="\n").writerows(rows)
             file.flush()
@@ -106,6 +112,7 @@ class Records:
                 "max_points": sum(int(r["max_points"]) for r in rows),
                 "todos_passed": f"{sum(r['passed'] == 'True' for r in rows)}/{len(rows)}",
                 "seconds": self.seconds.get(name, ""),
+                "cpu_seconds": self.cpu_seconds.get(name, ""),
                 "feedback": self.feedback_files.get(name, ""),
             })  # fmt: skip
         write_atomically(self.summary, csv_text(SUMMARY_FIELDS, summary))

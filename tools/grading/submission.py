@@ -43,6 +43,7 @@ class Result:
     verdicts: list[Verdict]
     seconds: float
     notes: list[str] = field(default_factory=list)  # what happened to the submission as a whole
+    cpu_seconds: float | None = None  # CPU time of all its processes, where cgroups count it
 
     @property
     def points(self) -> int:
@@ -124,91 +125,99 @@ def grade_submission(name: str, path: Path, exercise: Exercise, settings: Settin
     environment = {"SMOKE_TEST": "1" if settings.smoke else "0", **dict(settings.environment)}
     with Sandbox(name, exercise.lab, settings.limits, environment, settings.own_user) as box:
         outcomes, notes = run_steps(steps, exercise, settings, box)
+        cpu_seconds = box.cpu_seconds()
     verdicts = [judge(todo, steps, outcomes, problems.get(todo.number)) for todo in exercise.todos]
-    return Result(name, sha256, verdicts, time.monotonic() - start, notes)
+    return Result(name, sha256, verdicts, time.monotonic() - start, notes, cpu_seconds)
 
 
 def run_steps(steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
-    """Run the steps in the sandbox's kernel(s): Outcome per step index, and notes on the whole run."""
-    server, url, log = None, None, box.mlflow / "server.log"
-    if exercise.uses_mlflow:
-        port = mlflow_server.free_port()
-        url = f"http://{mlflow_server.HOST}:{port}"
-        server = mlflow_server.start(port, box.mlflow, log)  # starts while the kernel does
-        box.environment["MLFLOW_TRACKING_URI"] = url
-    outcomes, notes, killers = {}, [], set()
-    watchdog = Watchdog(settings, box, server)
-    try:
-        for attempt in range(RESTARTS + 1):
-            fatal = run_in_one_kernel(
-                steps, exercise, settings, box, server, watchdog, outcomes, killers, url
-            )
-            if fatal is None or watchdog.reason:
-                break
-            killers.add(fatal)
-            notes.append(f"the kernel died in {describe(steps[fatal])}: {outcomes[fatal].error_value}")
-            if attempt < RESTARTS:
-                notes.append("the cells before it ran again in a fresh kernel, without it")
-    finally:
-        watchdog.close()
-        if server is not None:
-            mlflow_server.stop(server)
-    if watchdog.grader_failed:
-        raise GraderFailure(f"{watchdog.reason}\n{mlflow_server.tail(log, 5) if server else ''}".strip())
-    if watchdog.reason:
-        notes.append(watchdog.reason)
-    return outcomes, notes
+    """Run the steps in the sandbox: an Outcome per step index, and notes on the run as a whole."""
+    return SubmissionRun(steps, exercise, settings, box).run()
 
 
-def run_in_one_kernel(steps, exercise, settings, box, server, watchdog, outcomes, killers, url):
-    """Run, in a fresh kernel, the steps not yet run (replaying the cells before them that did not kill
-    a kernel); return the index of the step during which the kernel died, or None."""
-    replay = [i for i in range(len(steps)) if i in outcomes and steps[i].kind != "check" and i not in killers]
-    todo_list = [i for i in range(len(steps)) if i not in outcomes]
-    if not todo_list:
+class SubmissionRun:
+    """The steps of one submission, run in as many kernels as it takes: when the student's code kills a
+    kernel, a fresh one runs again the cells before it (not the one that killed it) and goes on."""
+
+    def __init__(self, steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
+        self.steps, self.exercise, self.settings, self.box = steps, exercise, settings, box
+        self.outcomes: dict[int, Outcome] = {}
+        self.killers: set[int] = set()  # steps during which a kernel died
+        self.server, self.url, self.server_log = None, None, box.mlflow / "server.log"
+
+    def run(self) -> tuple[dict[int, Outcome], list[str]]:
+        if self.exercise.uses_mlflow:
+            port = mlflow_server.free_port()
+            self.url = f"http://{mlflow_server.HOST}:{port}"
+            self.server = mlflow_server.start(
+                port, self.box.mlflow, self.server_log
+            )  # starts as the kernel does
+            self.box.environment["MLFLOW_TRACKING_URI"] = self.url
+        notes, self.watchdog = [], Watchdog(self.settings, self.box, self.server)
+        try:
+            for attempt in range(RESTARTS + 1):
+                fatal = self.in_a_fresh_kernel()
+                if fatal is None or self.watchdog.reason:
+                    break
+                self.killers.add(fatal)
+                notes.append(
+                    f"the kernel died in {describe(self.steps[fatal])}: {self.outcomes[fatal].error_value}"
+                )
+                if attempt < RESTARTS:
+                    notes.append("a fresh kernel ran the cells before it again, without it, and went on")
+        finally:
+            self.watchdog.close()
+            if self.server is not None:
+                mlflow_server.stop(self.server)
+        if self.watchdog.grader_failed:
+            tail = mlflow_server.tail(self.server_log, 5) if self.server else ""
+            raise GraderFailure(f"{self.watchdog.reason}\n{tail}".strip())
+        if self.watchdog.reason:
+            notes.append(self.watchdog.reason)
+        return self.outcomes, notes
+
+    def in_a_fresh_kernel(self) -> int | None:
+        """Run the steps not run yet in a fresh kernel, after the cells before them that ran without
+        killing a kernel; return the step during which this kernel died, or None."""
+        steps, outcomes, box = self.steps, self.outcomes, self.box
+        replay = [i for i in outcomes if steps[i].kind != "check" and i not in self.killers]
+        pending = [i for i in range(len(steps)) if i not in outcomes]
+        oom_before = box.oom_kills()
+        with kernel(
+            box.work, self.settings.cell_timeout, box.env, interrupt_grace=self.settings.interrupt_grace,
+            command_prefix=box.command_prefix, connection_file=box.connection_file,
+            stop_processes=box.stop_processes, log=box.log,
+        ) as run:  # fmt: skip
+            self.watchdog.kernel = run
+            if self.server is not None:
+                try:
+                    mlflow_server.wait_until_healthy(self.url, self.server, self.server_log)
+                except mlflow_server.ServerError as error:
+                    raise GraderFailure(str(error)) from None
+            for i in sorted(replay):
+                run(steps[i].source)
+            for i in pending:
+                if self.watchdog.reason:
+                    outcomes[i] = Outcome(steps[i].source, 0.0, KERNEL_DIED, self.watchdog.reason)
+                    continue
+                outcomes[i] = self.check(run, steps[i]) if steps[i].kind == "check" else run(steps[i].source)
+                if run.dead and not self.watchdog.reason:  # the student's code killed it
+                    if box.oom_kills() > oom_before:  # the cause, whatever the runner saw first
+                        limit = self.settings.limits.memory_bytes / 2**30
+                        outcomes[i].error_name = KERNEL_DIED
+                        outcomes[i].error_value = f"out of memory (the submission may use {limit:g} GiB)"
+                    return i
         return None
-    oom_before = box.oom_kills()
-    with kernel(
-        box.work, settings.cell_timeout, box.env, interrupt_grace=settings.interrupt_grace,
-        command_prefix=box.command_prefix,
-        connection_file=box.connection_file, stop_processes=box.stop_processes, log=box.log,
-    ) as run:  # fmt: skip
-        watchdog.kernel = run
-        if server is not None:
-            try:
-                mlflow_server.wait_until_healthy(url, server, box.mlflow / "server.log")
-            except mlflow_server.ServerError as error:
-                raise GraderFailure(str(error)) from None
-        for i in replay:
-            run(steps[i].source)
-        for i in todo_list:
-            if watchdog.reason:
-                outcomes[i] = Outcome(steps[i].source, 0.0, KERNEL_DIED, watchdog.reason)
-                continue
-            if steps[i].kind == "check":
-                outcomes[i] = run_check(run, steps[i], exercise, box)
-            else:
-                outcomes[i] = run(steps[i].source)
-            if run.dead and not watchdog.reason:  # the student's code killed it, or ran it out of memory
-                if box.oom_kills() > oom_before:  # the cause, whatever the runner saw first
-                    limit = settings.limits.memory_bytes / 2**30
-                    outcomes[i].error_name = KERNEL_DIED
-                    outcomes[i].error_value = f"out of memory (the submission may use {limit:g} GiB)"
-                for later in todo_list[todo_list.index(i) + 1 :]:
-                    outcomes.pop(later, None)
-                return i
-    return None
 
-
-def run_check(run, step: Step, exercise: Exercise, box: Sandbox) -> Outcome:
-    """The reference's self-check, right after its check module is made anew from the snapshot."""
-    reload = exercise.reload_code(box.lab_folder)
-    if reload:
-        loaded = run(reload, store_history=False)
-        if loaded.error_name:
-            loaded.error_value = f"the self-check could not be loaded ({loaded.error})"
-            return loaded
-    return run(step.source)
+    def check(self, run, step: Step) -> Outcome:
+        """The reference's self-check, right after its check module is made anew from the snapshot."""
+        reload = self.exercise.reload_code(self.box.lab_folder)
+        if reload:
+            loaded = run(reload, store_history=False)
+            if loaded.error_name:
+                loaded.error_value = f"the self-check could not be loaded ({loaded.error})"
+                return loaded
+        return run(step.source)
 
 
 def describe(step: Step) -> str:

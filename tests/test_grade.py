@@ -4,6 +4,7 @@ points and feedback, scratch and reordered cells, submissions that tamper with t
 the grader or bomb the machine, a grading run killed and resumed, --jobs 2 against --jobs 1; then the
 lab's own exercise (slow: its kernel starts Ray), and grading spread over a two-node Ray cluster."""
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -245,11 +246,15 @@ def memory_capped() -> bool:
 
 
 def leftovers() -> list:
-    """Processes run as a sandbox's user id (zombies aside), and folders of sandboxes of this process."""
-    found = psutil.process_iter(["uids", "status"])
-    users = [p for p in found if p.info["uids"] and p.info["uids"].real in sandbox.UID_RANGE]
-    users = [p for p in users if p.info["status"] != psutil.STATUS_ZOMBIE]
-    return users + list(Path("/tmp").glob(f"{sandbox.PREFIX}{os.getpid()}-*"))
+    """Processes of this test's sandboxes (marked in their environment: not other graders' running
+    beside it), and folders of them."""
+    mine = f"{sandbox.PREFIX}{os.getpid()}-"
+    processes = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(sandbox.MARKER, "").startswith(mine):
+                processes.append(process)
+    return processes + list(Path("/tmp").glob(f"{mine}*"))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -63,16 +63,15 @@ def probe_set(exercise_path: Path, solution_path: Path) -> dict[str, nbformat.No
     }
 
 
-def timed_grading(folder: Path, notebooks: dict, jobs: int) -> tuple[float, list[float]]:
+def timed_grading(folder: Path, notebooks: dict, jobs: int, reference: Path) -> tuple[float, list[float]]:
     """Seconds to grade the notebooks in a fresh folder with --jobs jobs, and the CPU-seconds each
     submission used (from grades_summary.csv; none where the machine has no cgroups to count them)."""
     folder.mkdir(parents=True)
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
     start = time.monotonic()
-    status = grade.main(
-        [str(folder), "--out", str(folder.parent / f"{folder.name}.csv"), "--jobs", str(jobs)]
-    )
+    out = folder.parent / f"{folder.name}.csv"
+    status = grade.main([str(folder), "--out", str(out), "--jobs", str(jobs), "--reference", str(reference)])
     seconds = time.monotonic() - start
     if status != 0:
         raise SystemExit(f"grading {folder} failed (exit status {status})")
@@ -85,12 +84,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="complete submissions graded one by one")
     parser.add_argument("--skip-probe-set", action="store_true", help="only the complete submission")
+    parser.add_argument("--reference", type=Path, default=grade.REFERENCE, help="the exercise")
+    parser.add_argument("--solution", type=Path, default=make_exercise.SOLUTION, help="its solution")
     args = parser.parse_args(argv)
-    probes = probe_set(grade.REFERENCE, make_exercise.SOLUTION)
+    probes = probe_set(args.reference, args.solution)
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as work:
         work = Path(work)
         runs = [
-            timed_grading(work / f"complete{i}", {"complete": probes["complete"]}, 1)
+            timed_grading(work / f"complete{i}", {"complete": probes["complete"]}, 1, args.reference)
             for i in range(args.repeats)
         ]
         seconds, cpu = [wall for wall, _ in runs], [used for _, each in runs for used in each]
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
             print(f"  CPU-seconds of its processes: {statistics.median(cpu):.0f} (median)", flush=True)
         if not args.skip_probe_set:
             for jobs in (1, 2):
-                seconds, _ = timed_grading(work / f"probes{jobs}", probes, jobs)
+                seconds, _ = timed_grading(work / f"probes{jobs}", probes, jobs, args.reference)
                 print(f"probe set of {len(probes)}, --jobs {jobs}: {seconds:.0f} s", flush=True)
     return 0
 

@@ -146,13 +146,16 @@ def main(argv=None) -> int:
             pending.append(name)
     processes.become_subreaper()  # so that what a kernel leaves behind can be stopped
     sandbox.remove_stale()
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    # `kill` stops the grading as Ctrl-C does: what is recorded stays, the kernels are stopped.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
         failures = grade_all(pending, found, exercise, settings, records, args.jobs)
     except (KeyboardInterrupt, SystemExit):
         records.finish(list(found))
         print(f"\nstopped: {len(records.rows)} submission(s) recorded in {args.out}; run again to go on")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     records.finish(list(found))
     print_table(records, list(found), set(pending))
     print(f"\nper TODO: {args.out}; per submission: {summary}; for each student: {records.feedback}/")

@@ -522,12 +522,13 @@ def test_two_jobs_give_the_same_grades_as_one(tmp_path):
 # --- the lab's exercise -----------------------------------------------------------------------------
 
 LENIENT = dedent("""\
-    import importlib.util, os
+    import importlib, importlib.util
     def lenient(*args, **kwargs):
         return None
-    names = [name for name in dir({alias}) if not name.startswith("_") and callable(getattr({alias}, name))]
+    target = importlib.import_module({module!r})
+    names = [name for name in dir(target) if not name.startswith("_") and callable(getattr(target, name))]
     for name in names:  # redefine every check
-        setattr({alias}, name, lenient)
+        setattr(target, name, lenient)
     origin = importlib.util.find_spec({module!r}).origin
     try:  # append lenient checks to the module's file, then rewrite it with them
         with open(origin, "a") as file:
@@ -541,11 +542,14 @@ LENIENT = dedent("""\
 
 def lab_tampering(exercise: Exercise) -> nbformat.NotebookNode:
     """The lab's exercise, every TODO left unsolved, each TODO cell tampering with the check module first."""
-    [(alias, (module, _))] = exercise.bindings.items()
+    tampering = "".join(LENIENT.format(module=module) for module in exercise.check_modules)
+    tampering += "".join(
+        f"{alias} = lenient\n" for alias, (_, attribute) in exercise.bindings.items() if attribute
+    )
     notebook = nbformat.read(exercise.path, as_version=4)
     for cell in notebook.cells:
         if any(tag.startswith("todo-") for tag in cell.metadata.get("tags", [])):
-            cell.source = LENIENT.format(alias=alias, module=module) + cell.source
+            cell.source = tampering + cell.source
     return notebook
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from tools import REPO, processes
 from tools.grading import sandbox, submission
 from tools.grading.exercise import Exercise
-from tools.grading.records import Records
+from tools.grading.records import Records, progress
 from tools.grading.sandbox import Limits
 from tools.grading.submission import GraderFailure, Result, Settings, file_hash, grade_submission
 
@@ -171,6 +171,7 @@ def grade_all(pending, found, exercise, settings, records, jobs) -> int:
         return cluster.grade_all(pending, found, exercise, settings, records)
     failures, started = 0, time.monotonic()
     print(f"grading {len(pending)} submission(s), {jobs} side by side", flush=True)
+    print(f"each submission runs as {sandbox.Sandbox.confinement(settings.limits)}", flush=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(grade_with_retries, n, found[n][0], exercise, settings): n for n in pending}
         try:
@@ -183,11 +184,7 @@ def grade_all(pending, found, exercise, settings, records, jobs) -> int:
                     print(f"error: {name} not graded: {type(error).__name__}: {error}", file=sys.stderr)
                     continue
                 feedback = records.add(result, found[name][1])
-                print(
-                    f"{name}: {result.points}/{exercise.max_points} points in {result.seconds:.0f} s "
-                    f"({time.monotonic() - started:.0f} s in all); feedback: {feedback}",
-                    flush=True,
-                )
+                print(progress(result, feedback, exercise.max_points, time.monotonic() - started), flush=True)
         except BaseException:  # Ctrl-C or kill: what is graded stays recorded, the rest is stopped
             for future in futures:
                 future.cancel()

@@ -21,6 +21,7 @@ import ray
 
 import tools
 from tools.grading.exercise import Exercise
+from tools.grading.records import progress
 from tools.grading.submission import GraderFailure, Result, Settings
 
 # What the kernel needs to join the cluster: its address, and Ray's token authentication if it is on.
@@ -69,11 +70,8 @@ def grade_all(pending, found, exercise, settings, records) -> int:
                 print(f"error: {name} not graded: {error}", file=sys.stderr)
                 continue
             feedback = records.add(result, found[name][1])
-            print(
-                f"{name}: {result.points}/{exercise.max_points} points in {result.seconds:.0f} s on {node} "
-                f"({time.monotonic() - started:.0f} s in all); feedback: {feedback}",
-                flush=True,
-            )
+            elapsed = time.monotonic() - started
+            print(progress(result, feedback, exercise.max_points, elapsed, where=node), flush=True)
         return failures
     finally:
         ray.shutdown()

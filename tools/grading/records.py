@@ -147,3 +147,12 @@ def feedback(result: Result) -> str:
     if result.notes:
         lines += ["", "Notes from the grader:", *(f"- {note}" for note in result.notes)]
     return "\n".join(lines) + "\n"
+
+
+def progress(result: Result, feedback: Path, max_points: int, elapsed: float, where: str = "") -> str:
+    """The line the grader prints as a submission is recorded."""
+    on = f" on {where}" if where else ""
+    return (
+        f"{result.submission}: {result.points}/{max_points} points in {result.seconds:.0f} s{on} "
+        f"({elapsed:.0f} s in all); feedback: {feedback}"
+    )

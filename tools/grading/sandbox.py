@@ -2,9 +2,9 @@
 when the grader runs as root, a user id and a view of the file system of its own.
 
     folder/        root-owned (0711): the connection file, the kernel's log, the jail's config
-      home/        HOME, the kernel's working directory (work/) and TMPDIR (t/; Ray's files too):
-      work/        the submission's, owned by its user
-      t/
+      home/        HOME                                     (these three: the submission's user's)
+      work/        the kernel's working directory
+      t/           TMPDIR: Ray's sockets and logs too
       lab/         a copy of the lab code the notebook imports (PYTHONPATH), read-only to it
       mlflow/      the grader's MLflow server for this submission (not readable by the submission)
 
@@ -147,8 +147,8 @@ class Sandbox:
     """One submission's confinement, for as long as the `with` block: folders made on entry, every
     process it started killed and everything removed on exit."""
 
-    def __init__(self, label: str, lab: LabCode, limits: Limits, environment: dict[str, str], own_user=True):
-        self.label, self.lab, self.limits, self.environment = label, lab, limits, environment
+    def __init__(self, lab: LabCode, limits: Limits, environment: dict[str, str], own_user: bool = True):
+        self.lab, self.limits, self.environment = lab, limits, environment
         self.root_mode = own_user and is_root()
         self.lease: UidLease | None = None
         self.groups: cgroups.Cgroups | None = None
@@ -255,8 +255,14 @@ class Sandbox:
     def cpu_seconds(self) -> float | None:
         return self.groups.cpu_seconds() if self.groups else None
 
+    @classmethod
+    def confinement(cls, limits: Limits, own_user: bool = True) -> str:
+        """What this machine lets the grader do to confine a submission, in words."""
+        with cls(LabCode({}), limits, {}, own_user) as probe:
+            return probe.describe()
+
     def describe(self) -> str:
-        who = f"user {self.lease.uid}, checkout hidden" if self.lease else "the grader's user"
+        who = "a user id of its own, the checkout hidden" if self.lease else "the grader's user (not root)"
         caps = self.groups.describe() if self.groups else "no cgroups"
         return f"{who}; {caps}; rlimits {', '.join(self._rlimits())}"
 

@@ -123,7 +123,7 @@ def grade_submission(name: str, path: Path, exercise: Exercise, settings: Settin
         return Result(name, sha256, [failed(todo, reason) for todo in exercise.todos], 0.0)
     steps, problems = exercise.plan(cells)
     environment = {"SMOKE_TEST": "1" if settings.smoke else "0", **dict(settings.environment)}
-    with Sandbox(name, exercise.lab, settings.limits, environment, settings.own_user) as box:
+    with Sandbox(exercise.lab, settings.limits, environment, settings.own_user) as box:
         outcomes, notes = run_steps(steps, exercise, settings, box)
         cpu_seconds = box.cpu_seconds()
     verdicts = [judge(todo, steps, outcomes, problems.get(todo.number)) for todo in exercise.todos]

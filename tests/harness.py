@@ -1,7 +1,11 @@
-"""pytest plugin (loaded by `-p tests.harness`): one temporary MLflow server for the whole session.
+"""pytest plugin (loaded by `-p tests.harness`): one temporary MLflow server and one Ray cluster for
+the whole session.
 
-It starts before collection, so the notebook kernels nbval starts inherit MLFLOW_TRACKING_URI and
-SMOKE_TEST; it is stopped by its own pid at the end, pass or fail. A failing test shows its log.
+The server starts before collection, so the notebook kernels nbval starts inherit MLFLOW_TRACKING_URI
+and SMOKE_TEST. The Ray cluster (`ray start --head`, the lab's laptop settings) starts before the
+first test of the slow tier, which is what runs notebooks and sweeps, and every notebook joins it
+through RAY_ADDRESS instead of starting Ray of its own: `pytest -m "not slow"` never pays for it.
+Both are stopped by their own pids at the end, pass or fail. A failing test shows the server's log.
 """
 
 import contextlib
@@ -12,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tools import processes
+from tools import processes, ray_cluster
 from tools.mlflow_server import ServerError, tail, temporary_server
 
 _session = contextlib.ExitStack()
 _server = {}
+_ray_cluster = {}
 
 
 def pytest_sessionstart(session):
@@ -30,10 +35,22 @@ def pytest_sessionstart(session):
     _server.update(url=server.url, data_dir=data_dir, log_path=server.log_path)
     os.environ["MLFLOW_TRACKING_URI"] = server.url
     os.environ.setdefault("SMOKE_TEST", "1")
+    os.environ.pop("RAY_ADDRESS", None)  # the tests never run on a cluster of the user's
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the first slow test (and before nbval starts a notebook's kernel), start the cluster."""
+    if not _ray_cluster and item.get_closest_marker("slow"):
+        try:
+            _ray_cluster["address"] = _session.enter_context(ray_cluster.local_cluster())
+        except ray_cluster.RayStartError as error:
+            raise pytest.UsageError(f"The test session's Ray cluster did not start: {error}") from None
+        os.environ["RAY_ADDRESS"] = _ray_cluster["address"]
 
 
 def pytest_sessionfinish(session, exitstatus):
-    _session.close()  # stops the server, then removes its data
+    _session.close()  # stops the Ray cluster and the server, then removes the server's data
     processes.stop_descendants()  # whatever the suite left running (kernels, Ray), each by its pid
 
 
@@ -52,7 +69,8 @@ def mlflow_server():
 
 
 def pytest_collection_modifyitems(items):
-    """Notebooks that nbval runs whole are in the slow tier."""
+    """Notebooks that nbval runs whole, and tests that read what a notebook logged (the notebook_ran
+    fixture runs it when nbval has not), are in the slow tier."""
     for item in items:
-        if item.path.suffix == ".ipynb":
+        if item.path.suffix == ".ipynb" or "notebook_ran" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)

@@ -571,6 +571,7 @@ def test_the_lab_exercise_untouched_or_tampering_passes_no_todo_even_when_a_serv
         return server
 
     monkeypatch.setattr(grade.submission.mlflow_server, "start", start_then_kill_the_first)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the session's cluster, for the notebooks
     before = checkout_fingerprint()
     out = tmp_path / "grades.csv"
     assert grade.main([str(submissions), "--out", str(out), "--jobs", "2"]) == 0

@@ -86,6 +86,7 @@ def answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
 def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
     """As root too (CI runs as root), with Jupyter's favourite port taken, stopped as a user would."""

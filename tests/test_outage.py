@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from labkit.trial_logger import BatchedMLflowLoggerCallback
@@ -22,6 +23,7 @@ from tools import mlflow_server
 EPOCHS = 4
 
 
+@pytest.mark.slow
 def test_reports_sent_while_the_server_is_down_reach_it_once_it_is_back(tmp_path, capsys, monkeypatch):
     # The client's back-off doubles from 2 s (2, 4, 8, 16, 32 s, ...): from 1 s instead, it tries again
     # soon after the server is back, rather than up to half a minute later.

@@ -1,11 +1,14 @@
 """The MLflow UI shows what the tracking notebook logged, in a real browser (headless chromium)."""
 
+import pytest
+
 from tests.ui import requires_browser, show, show_logged_models, ui_page
 
 EXPERIMENT = "mlflow-tracking-lab"
 TOP_LEVEL_RUNS = ("baseline", "sweep", "evaluate-champion", "sklearn-autolog")
 
 
+@pytest.mark.slow
 @requires_browser
 def test_experiment_page_lists_the_runs_and_the_run_page_its_checkpoints(mlflow_server, notebook_ran, client):
     experiment = notebook_ran("mlflow_tracking.ipynb", EXPERIMENT)

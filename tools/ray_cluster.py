@@ -1,0 +1,56 @@
+"""Start a local Ray cluster with `ray start` and stop it by its processes' pids: the test session's
+shared cluster (tests/harness.py) and the two-node rehearsal (tests/test_ray_cluster.py).
+
+`ray start` launches Ray's daemons and exits; the caller must be a child subreaper
+(tools.processes.become_subreaper), so that the daemons become its descendants and can be stopped.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from labkit.ray_settings import LAPTOP
+from tools import processes
+from tools.mlflow_server import HOST, free_port
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+class RayStartError(RuntimeError):
+    """`ray start` failed; the message holds its output."""
+
+
+def ray_start(*args: str, env: dict) -> None:
+    command = [RAY, "start", "--disable-usage-stats", *args]
+    started = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    if started.returncode != 0:
+        raise RayStartError(f"{' '.join(command)} failed:\n{started.stdout}\n{started.stderr}")
+
+
+@contextlib.contextmanager
+def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = None):
+    """A Ray cluster of `nodes` nodes on 127.0.0.1, with the lab's laptop settings (labkit.ray_settings);
+    yields its address (for RAY_ADDRESS). Every process it started is stopped when the block ends."""
+    env = dict(os.environ if env is None else env, **LAPTOP)
+    env.pop("RAY_ADDRESS", None)
+    before = {process.pid for process in psutil.Process().children(recursive=True)}
+    address = f"{HOST}:{free_port()}"
+    # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is < 108 bytes).
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    common = [f"--node-ip-address={HOST}", f"--num-cpus={cpus_per_node}", f"--temp-dir={temp_dir}"]
+    try:
+        port = address.rsplit(":", 1)[1]
+        ray_start("--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
+        for _ in range(nodes - 1):
+            ray_start(f"--address={address}", *common, env=env)
+        yield address
+    finally:
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        processes.stop(started, timeout=3)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -8,7 +8,8 @@ INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUBMISSIONS ?=
 
-.PHONY: lab server test test-quick test-full lint exercise clean-notebooks bench bench-ray grade screenshots chromium clean-venv
+.PHONY: lab server test test-quick test-full lint exercise clean-notebooks bench bench-ray bench-grade grade screenshots \
+	chromium clean-venv
 
 lab: $(INSTALLED)
 	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
@@ -45,7 +46,12 @@ bench: $(INSTALLED)
 bench-ray: $(INSTALLED)
 	$(BIN)/python -m benchmarks.ray_startup $(BENCH_ARGS)
 
+# What grading costs: seconds per complete submission, a probe set with --jobs 1 and 2 (15-20 minutes).
+bench-grade: $(INSTALLED)
+	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
+
 # Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
+# (as root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade NAME")
 grade: $(INSTALLED)
 	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 

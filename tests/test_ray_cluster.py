@@ -3,6 +3,7 @@ Tune's state in the storage LAB_STORAGE_PATH names (what every node of a real cl
 notebook runs up to its first sweep (the cell tagged first-sweep), against a private MLflow server."""
 
 import secrets
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -23,7 +24,6 @@ def two_node_cluster(monkeypatch):
         yield address
 
 
-@pytest.mark.slow
 def test_the_first_sweep_runs_on_a_two_node_cluster(two_node_cluster, private_server, monkeypatch, tmp_path):
     shared = tmp_path / "shared-storage"
     monkeypatch.setenv("LAB_STORAGE_PATH", str(shared))

@@ -1,6 +1,6 @@
 """Strip outputs and execution counts from the lab's notebooks (students run them; diffs stay clean).
 
-    make clean-notebooks
+make clean-notebooks
 """
 
 import nbformat

@@ -1,287 +1,196 @@
-"""Grade students' exercise notebooks: which TODOs pass their self-checks, per student.
+"""Grade students' exercise notebooks: points per TODO, feedback per student.
 
     make grade SUBMISSIONS="alice.ipynb bob.ipynb"   # or SUBMISSIONS=folder/ (every .ipynb below it)
-    make grade SUBMISSIONS=folder/ GRADE_ARGS="--full --cell-timeout 900"
+    make grade SUBMISSIONS=folder/ GRADE_ARGS="--jobs 2 --regrade alice"
 
-Each submission runs headless, top to bottom, in a fresh kernel, in a copy in a temporary folder,
-against a temporary MLflow server of its own, in smoke mode (SMOKE_TEST=1) unless --full, with a
-time limit per cell and per submission. After a failing cell it goes on, so that every TODO is
-judged. A TODO passes when its self-check (the code cell tagged check-<k>, right after the cell
-tagged todo-<k>; `make exercise` writes the tags) runs without error. The self-checks run as the
-exercise hands them out, whatever a student changed in them.
+Each submission runs in a sandbox of its own (tools/grading/sandbox.py: a temporary folder, its own
+copy of the lab code, an allow-listed environment, memory, task and CPU limits and, as root, a user
+id of its own with the checkout hidden), in a fresh kernel, against an MLflow server of its own, in
+smoke mode (SMOKE_TEST=1) unless --full. Only the cells the TODOs need run (tools/grading/exercise.py):
+each TODO's self-check is the reference's, found by its tag and loaded afresh before it runs. Several
+submissions are graded side by side (--jobs); with RAY_ADDRESS set, they are spread over that Ray
+cluster as tasks (tools/grading/cluster.py).
 
-Grading runs the students' code with your rights: do it where that is acceptable.
-
-Prints a table and writes grades.csv (submission, todo, passed, seconds, message). Exit status 0
-when grading ran, whatever the scores; 2 when there is nothing to grade; 1 when the grader could
-not run (e.g. no MLflow server).
+Writes, as each submission finishes: grades.csv (submission, todo, passed, points, max_points,
+message, sha256), grades_summary.csv (a row per submission) and feedback/<submission>.md. Run it
+again and it skips what it graded already from the same file (--regrade NAME to grade one again).
+Exit status 0 when every submission was graded, 1 when the grader failed on some (run it again: it
+goes on from there), 2 when there is nothing to grade.
 """
 
 import argparse
-import contextlib
-import copy
-import csv
 import os
-import re
 import signal
 import sys
-import tempfile
-import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from tools import REPO, processes
+from tools.grading import sandbox, submission
+from tools.grading.exercise import Exercise
+from tools.grading.records import Records, progress
+from tools.grading.sandbox import Limits
+from tools.grading.submission import GraderFailure, Result, Settings, file_hash, grade_submission
 
-from tools import REPO, mlflow_server, processes
-
-REFERENCE = REPO / "ray_tune.ipynb"  # the exercise as handed out: its TODOs and self-checks
-TODO_TAG = re.compile(r"todo-(\d+)")
-
-
-@dataclass
-class Grade:
-    """One TODO of one submission: a row of grades.csv."""
-
-    submission: str
-    todo: str
-    passed: bool
-    seconds: float
-    message: str
-
-
-@dataclass
-class Outcome:
-    """What happened when one code cell ran (or why it did not)."""
-
-    seconds: float = 0.0
-    error: str = ""  # the first line of the error; "" when the cell ran cleanly
+REFERENCE = REPO / "ray_tune.ipynb"  # the exercise as handed out: its TODOs, points and self-checks
+ATTEMPTS = 2  # a submission on which the grader's side fails is graded once more
+MEMORY_PER_JOB = 6 << 30
 
 
 class UsageError(Exception):
     """Nothing to grade, or a bad argument: printed without a traceback."""
 
 
-# --- the notebooks' structure -------------------------------------------------------------------
-
-
-def todo_numbers(notebook: nbformat.NotebookNode) -> list[int]:
-    """The TODOs a notebook declares, in order: k of each cell tagged todo-<k>."""
-    tags = [tag for cell in notebook.cells for tag in cell.metadata.get("tags", [])]
-    return [int(match[1]) for tag in tags if (match := TODO_TAG.fullmatch(tag))]
-
-
-def cells_tagged(notebook: nbformat.NotebookNode, tag: str) -> list[int]:
-    return [i for i, cell in enumerate(notebook.cells) if tag in cell.metadata.get("tags", [])]
-
-
-def next_code_cell(notebook: nbformat.NotebookNode, index: int) -> int | None:
-    later = range(index + 1, len(notebook.cells))
-    return next((i for i in later if notebook.cells[i].cell_type == "code"), None)
-
-
-def structure_problems(submission: nbformat.NotebookNode, todos: list[int]) -> dict[int, str]:
-    """Per TODO, what is wrong with the submission's cells for it (deleted, doubled, reordered)."""
-    problems = {}
-    for k in todos:
-        todo, check = cells_tagged(submission, f"todo-{k}"), cells_tagged(submission, f"check-{k}")
-        if not todo:
-            problems[k] = f"the TODO cell (tag todo-{k}) was deleted"
-        elif not check:
-            problems[k] = f"the self-check cell (tag check-{k}) was deleted"
-        elif len(todo) > 1 or len(check) > 1:
-            problems[k] = f"the cells tagged todo-{k} / check-{k} appear more than once"
-        elif next_code_cell(submission, todo[0]) != check[0]:
-            problems[k] = f"cells were moved: check-{k} is not the code cell right after todo-{k}"
-    return problems
-
-
-def with_reference_checks(submission, reference) -> nbformat.NotebookNode:
-    """A copy of the submission whose self-check cells hold the exercise's own code."""
-    graded = copy.deepcopy(submission)
-    for k in todo_numbers(reference):
-        [original] = cells_tagged(reference, f"check-{k}")
-        for index in cells_tagged(graded, f"check-{k}"):
-            graded.cells[index].source = reference.cells[original].source
-    for cell in graded.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return graded
-
-
-# --- running a notebook cell by cell, going on after errors --------------------------------------
-
-
-def first_error_line(cell: nbformat.NotebookNode) -> str:
-    for output in cell.get("outputs", []):
-        if output.output_type == "error":
-            lines = f"{output.ename}: {output.evalue}".strip().splitlines()
-            return lines[0] if lines else output.ename
-    return ""
-
-
-def run_cells(notebook, workdir: Path, env: dict, cell_timeout: float, time_limit: float) -> dict:
-    """Run every code cell in a fresh kernel started in workdir with env; a failing cell does not
-    stop the run. A cell is interrupted after cell_timeout seconds; at time_limit seconds the kernel
-    is killed and the remaining cells do not run. Returns each code cell's outcome by index."""
-    client = NotebookClient(
-        notebook, kernel_name="python3", timeout=cell_timeout, interrupt_on_timeout=True,
-        allow_errors=True, resources={"metadata": {"path": str(workdir)}},
-    )  # fmt: skip
-    outcomes, stopped = {}, ""
-    over_time = threading.Event()
-    with client.setup_kernel(env=env):
-        watchdog = threading.Timer(time_limit, kill_kernel, args=(client, over_time))
-        watchdog.start()
-        try:
-            for index, cell in enumerate(notebook.cells):
-                if cell.cell_type != "code":
-                    continue
-                if stopped:
-                    outcomes[index] = Outcome(error=stopped)
-                    continue
-                start = time.monotonic()
-                try:
-                    client.execute_cell(cell, index)
-                    error = first_error_line(cell)
-                    if error.startswith("KeyboardInterrupt") and time.monotonic() - start >= cell_timeout:
-                        error = f"the cell ran longer than its time limit ({cell_timeout:.0f} s)"
-                except DeadKernelError:
-                    limit = f"the submission's time limit ({time_limit:.0f} s) was reached"
-                    error = stopped = limit if over_time.is_set() else "the kernel died"
-                outcomes[index] = Outcome(time.monotonic() - start, error)
-        finally:
-            watchdog.cancel()
-    return outcomes
-
-
-def kill_kernel(client: NotebookClient, over_time: threading.Event) -> None:
-    over_time.set()
-    provisioner = client.km.provisioner if client.km else None
-    if provisioner is not None and provisioner.pgid:
-        os.killpg(provisioner.pgid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def tracking_server(data_dir: Path, uri: str | None):
-    """The given server's URI, or that of a temporary server for one submission alone."""
-    if uri:
-        yield uri
-        return
-    with mlflow_server.temporary_server(data_dir) as server:
-        yield server.url
-
-
-# --- grading ------------------------------------------------------------------------------------
-
-
-def grade(name: str, path: Path, reference, settings: dict, tracking_uri: str | None) -> list[Grade]:
-    """Grade one submission: one Grade per TODO of the reference."""
-    todos = todo_numbers(reference)
-    try:
-        submission = nbformat.read(path, as_version=4)
-        nbformat.validate(submission)
-    except Exception as error:  # not JSON, not a notebook, unreadable: all the same to the student
-        reason = f"not a notebook ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
-        return [Grade(name, f"todo-{k}", False, 0.0, reason) for k in todos]
-    problems = structure_problems(submission, todos)
-    graded = with_reference_checks(submission, reference)
-    with tempfile.TemporaryDirectory(prefix="grade-") as folder:
-        workdir = Path(folder) / "submission"
-        workdir.mkdir()
-        nbformat.write(graded, workdir / path.name)
-        env = dict(os.environ, PYTHONPATH=str(REPO), SMOKE_TEST="0" if settings["full"] else "1")
-        env.pop("RAY_ADDRESS", None)  # grade on this machine
-        keep = processes.descendants()
-        try:
-            with tracking_server(Path(folder) / "mlflow", tracking_uri) as uri:
-                env["MLFLOW_TRACKING_URI"] = uri
-                outcomes = run_cells(graded, workdir, env, settings["cell_timeout"], settings["time_limit"])
-        finally:
-            processes.stop_descendants(keep)  # Ray's daemons and whatever else the student started
-    grades = []
-    for k in todos:
-        if k in problems:
-            grades.append(Grade(name, f"todo-{k}", False, 0.0, problems[k]))
-            continue
-        [todo], [check] = cells_tagged(graded, f"todo-{k}"), cells_tagged(graded, f"check-{k}")
-        todo_outcome, check_outcome = outcomes[todo], outcomes[check]
-        if not check_outcome.error:
-            message = ""
-        elif todo_outcome.error:
-            message = f"TODO cell: {todo_outcome.error}"
-        else:
-            message = f"self-check: {check_outcome.error}"
-        seconds = round(todo_outcome.seconds + check_outcome.seconds, 1)
-        grades.append(Grade(name, f"todo-{k}", not check_outcome.error, seconds, message))
-    return grades
-
-
-def submissions(paths: list[str]) -> list[Path]:
-    """The notebooks to grade: files as given, folders searched for *.ipynb (checkpoints left out)."""
-    found = []
+def submissions(paths: list[str]) -> dict[str, tuple[Path, str]]:
+    """The notebooks to grade, name -> (path, label): files as given, folders searched for *.ipynb
+    (checkpoints left out). The label, for the feedback file, is the path below the folder given."""
+    found = {}
     for given in map(Path, paths):
         if given.is_dir():
             notebooks = sorted(p for p in given.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
             if not notebooks:
                 raise UsageError(f"{given}/ holds no notebooks (*.ipynb)")
-            found += notebooks
+            found.update({str(p): (p, label(p.relative_to(given))) for p in notebooks})
         elif given.exists():
-            found.append(given)
+            found[str(given)] = (given, label(Path(given.name)))
         else:
             raise UsageError(f"{given}: no such file or folder")
     if not found:
         raise UsageError('nothing to grade: make grade SUBMISSIONS="a.ipynb b.ipynb" (or a folder)')
+    labels = [label for _, label in found.values()]
+    if len(set(labels)) < len(labels):  # the same file name in two places: the whole path, then
+        found = {name: (path, label(Path(name))) for name, (path, _) in found.items()}
     return found
 
 
-def print_table(rows: list[tuple[str, list[Grade], float]]) -> None:
-    width = max(len("submission"), *(len(name) for name, _, _ in rows))
-    print(f"\n{'submission':{width}}  passed  seconds")
-    for name, grades, seconds in rows:
-        passed = f"{sum(g.passed for g in grades)}/{len(grades)}"
-        print(f"{name:{width}}  {passed:>6}  {seconds:7.0f}")
+def label(relative: Path) -> str:
+    return "__".join(relative.with_suffix("").parts).lstrip("_")
+
+
+def matches(name: str, path: Path, wanted: str) -> bool:
+    """Whether --regrade's NAME means this submission: its path, file name, or name without .ipynb."""
+    return wanted in (name, path.name, path.stem, label(path)) or Path(wanted).resolve() == path.resolve()
+
+
+def default_jobs() -> int:
+    """Side by side, as many as there are cores and memory for."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(os.cpu_count() or 1, memory // MEMORY_PER_JOB))
+
+
+def grade_with_retries(name: str, path: Path, exercise: Exercise, settings: Settings) -> Result:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return grade_submission(name, path, exercise, settings)
+        except GraderFailure as failure:
+            if submission.STOPPING.is_set():
+                raise
+            print(f"  {name}: {failure} (attempt {attempt} of {ATTEMPTS})", file=sys.stderr, flush=True)
+    raise GraderFailure(f"gave up on {name} after {ATTEMPTS} attempts")
+
+
+def print_table(records: Records, names: list[str], graded_now: set[str]) -> None:
+    width = max(len("submission"), *(len(name) for name in names))
+    print(f"\n{'submission':{width}}  points  TODOs  seconds")
+    for name in names:
+        rows = records.rows.get(name)
+        if not rows:
+            print(f"{name:{width}}  (not graded: see above)")
+            continue
+        points = f"{sum(int(r['points']) for r in rows)}/{sum(int(r['max_points']) for r in rows)}"
+        passed = f"{sum(r['passed'] == 'True' for r in rows)}/{len(rows)}"
+        when = records.seconds.get(name, "") if name in graded_now else "earlier"
+        print(f"{name:{width}}  {points:>6}  {passed:>5}  {when:>7}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", metavar="SUBMISSION", help="notebooks, or folders of them")
     parser.add_argument("--full", action="store_true", help="run in full mode, not smoke mode")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="submissions graded side by side")
+    parser.add_argument("--regrade", action="append", default=[], metavar="NAME", help="grade NAME again")
     parser.add_argument("--cell-timeout", type=float, default=600, help="seconds a cell may run")
     parser.add_argument("--time-limit", type=float, default=1800, help="seconds a submission may run")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV file to write")
+    parser.add_argument(
+        "--interrupt-grace", type=float, default=10, help="seconds to stop after an interrupt"
+    )
+    parser.add_argument("--memory", type=float, default=MEMORY_PER_JOB >> 30, help="GiB a submission may use")
+    parser.add_argument("--tasks", type=int, default=Limits.tasks, help="processes and threads it may run")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV file of grades")
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="the exercise as handed out")
-    parser.add_argument("--tracking-uri", help="grade against this MLflow server, not a temporary one each")
+    parser.add_argument("--lab-root", type=Path, default=REPO, help="where the lab code it imports lives")
     args = parser.parse_args(argv)
-    settings = {"full": args.full, "cell_timeout": args.cell_timeout, "time_limit": args.time_limit}
     try:
-        paths = submissions(args.paths)
-        reference = nbformat.read(args.reference, as_version=4)
-        if not todo_numbers(reference):
+        found = submissions(args.paths)
+        exercise = Exercise(args.reference, args.lab_root)
+        if not exercise.todos:
             raise UsageError(f"{args.reference} has no cells tagged todo-<k>: regenerate it (make exercise)")
-    except UsageError as error:
+        unknown = [w for w in args.regrade if not any(matches(n, p, w) for n, (p, _) in found.items())]
+        if unknown:
+            raise UsageError(f"--regrade {unknown[0]}: no such submission among those given")
+    except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    limits = Limits(memory_bytes=int(args.memory * 2**30), tasks=args.tasks, cpu_seconds=int(args.time_limit))
+    settings = Settings(not args.full, args.cell_timeout, args.time_limit, args.interrupt_grace, limits)
+    summary = args.out.with_name(f"{args.out.stem}_summary.csv")
+    records = Records(args.out, summary, args.out.parent / "feedback", [t.name for t in exercise.todos])
+    pending = []
+    for name, (path, _) in found.items():
+        if any(matches(name, path, wanted) for wanted in args.regrade):
+            records.forget(name)
+        if records.done(name, file_hash(path)):
+            print(f"{name}: graded already (same file), skipped; --regrade {path.stem} to grade it again")
+        else:
+            pending.append(name)
     processes.become_subreaper()  # so that what a kernel leaves behind can be stopped
-    rows = []
+    sandbox.remove_stale()
+    # `kill` stops the grading as Ctrl-C does: what is recorded stays, the kernels are stopped.
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
-        for path in paths:
-            print(f"grading {path} ...", flush=True)
-            start = time.monotonic()
-            grades = grade(str(path), path, reference, settings, args.tracking_uri)
-            rows.append((str(path), grades, time.monotonic() - start))
-    except mlflow_server.ServerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    with open(args.out, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow([field.name for field in fields(Grade)])
-        writer.writerows(astuple(g) for _, grades, _ in rows for g in grades)
-    print_table(rows)
-    print(f"\nper TODO, with the first line of each error: {args.out}")
-    return 0
+        failures = grade_all(pending, found, exercise, settings, records, args.jobs)
+    except (KeyboardInterrupt, SystemExit):
+        records.finish(list(found))
+        print(f"\nstopped: {len(records.rows)} submission(s) recorded in {args.out}; run again to go on")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    records.finish(list(found))
+    print_table(records, list(found), set(pending))
+    print(f"\nper TODO: {args.out}; per submission: {summary}; for each student: {records.feedback}/")
+    return 1 if failures else 0
+
+
+def grade_all(pending, found, exercise, settings, records, jobs) -> int:
+    """Grade the pending submissions, `jobs` side by side (or over a Ray cluster), recording each as it
+    finishes. Returns how many could not be graded."""
+    if os.environ.get("RAY_ADDRESS"):
+        from tools.grading import cluster
+
+        return cluster.grade_all(pending, found, exercise, settings, records)
+    failures, started = 0, time.monotonic()
+    print(f"grading {len(pending)} submission(s), {jobs} side by side", flush=True)
+    print(f"each submission runs as {sandbox.Sandbox.confinement(settings.limits)}", flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(grade_with_retries, n, found[n][0], exercise, settings): n for n in pending}
+        try:
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    result = future.result()
+                except Exception as error:  # noqa: BLE001 (one submission's failure stops no other)
+                    failures += 1
+                    print(f"error: {name} not graded: {type(error).__name__}: {error}", file=sys.stderr)
+                    continue
+                feedback = records.add(result, found[name][1])
+                print(progress(result, feedback, exercise.max_points, time.monotonic() - started), flush=True)
+        except BaseException:  # Ctrl-C or kill: what is graded stays recorded, the rest is stopped
+            for future in futures:
+                future.cancel()
+            submission.stop_all("the grader was stopped")
+            raise
+    return failures
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""Run notebooks headlessly (used by the tests and tools), whole, up to a tagged cell or cell by cell,
-or run some of their cells in this process. (The tests' walk through a solution is tests/walk.py.)"""
+"""The lab's one notebook runner, used by the tests, the tools and the grader: notebooks run headless,
+whole or up to a tagged cell, or code run piece by piece in a fresh kernel (per-piece time limit, then
+an interrupt, then the kernel killed); and a notebook's tagged cells run in this process. (The tests'
+walk through a solution is tests/walk.py.)"""
 
 import contextlib
+import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import psutil
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from traitlets import List
 
 from tools import REPO
 
@@ -44,13 +54,19 @@ def printed(notebook: nbformat.NotebookNode) -> str:
     )
 
 
+# --- code run piece by piece in a fresh kernel ----------------------------------------------------
+
+TIMED_OUT = "CellTimeout"  # Outcome.error_name of code stopped for running past its time limit
+KERNEL_DIED = "KernelDied"  # ... of code whose kernel died (or was killed) while it ran, or before
+
+
 @dataclass
 class Outcome:
     """What one piece of code did in the kernel."""
 
     source: str
     seconds: float
-    error_name: str = ""  # "" when it ran cleanly
+    error_name: str = ""  # "" when it ran cleanly; TIMED_OUT or KERNEL_DIED when it was stopped
     error_value: str = ""
     outputs: list = field(default_factory=list)
 
@@ -59,32 +75,155 @@ class Outcome:
         return f"{self.error_name}: {self.error_value}" if self.error_name else ""
 
 
-@contextlib.contextmanager
-def kernel(cwd: Path = REPO, timeout: float = 600, env: dict | None = None):
-    """A fresh kernel started in cwd (with env, else this process's environment). Yields run(source),
-    which executes source in it and returns its Outcome; an error in the code does not stop the kernel."""
-    notebook = nbformat.v4.new_notebook()
-    client = NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=timeout,
-        allow_errors=True,
-        resources={"metadata": {"path": str(cwd)}},
-    )
+class PrefixedKernelManager(AsyncKernelManager):
+    """A kernel manager that starts the kernel through a launcher: `command_prefix + kernel command`."""
 
-    def run(source: str) -> Outcome:
+    command_prefix = List([])
+
+    def format_kernel_cmd(self, extra_arguments=None) -> list[str]:
+        return [*self.command_prefix, *super().format_kernel_cmd(extra_arguments)]
+
+
+class Kernel:
+    """A running kernel; calling it with source code runs the code and returns its Outcome. An error
+    in the code does not stop the kernel. Code that runs past its time limit is interrupted (the
+    kernel's process group gets SIGINT, as Jupyter's stop button does); if it is still running
+    `interrupt_grace` seconds later, the kernel is killed and every later call says so."""
+
+    def __init__(self, client: NotebookClient, timeout: float, interrupt_grace: float, stop_processes):
+        self._client, self._timeout, self._grace = client, timeout, interrupt_grace
+        self._stop_processes = stop_processes or self._stop_kernel_tree
+        self._reply: dict | None = None
+        self._killed = ""  # why kill() was called
+        self._lock = threading.Lock()
+        client.on_cell_executed = self._on_cell_executed
+
+    def _on_cell_executed(self, cell, cell_index, execute_reply):
+        self._reply = execute_reply
+
+    @property
+    def pid(self) -> int | None:
+        provisioner = self._client.km.provisioner if self._client.km else None
+        process = getattr(provisioner, "process", None)
+        return process.pid if process else None
+
+    @property
+    def dead(self) -> str:
+        """Why the kernel is gone ("" while it runs)."""
+        return self._killed
+
+    def __call__(self, source: str, timeout: float | None = None, store_history: bool = True) -> Outcome:
+        timeout = self._timeout if timeout is None else timeout
+        notebook = self._client.nb
         cell = nbformat.v4.new_code_cell(source)
         notebook.cells.append(cell)
+        if self._killed:
+            return Outcome(source, 0.0, KERNEL_DIED, self._killed)
+        self._reply, interrupted = None, threading.Event()
+
+        def interrupt():
+            interrupted.set()
+            self._signal_group(signal.SIGINT)
+
+        timers = [
+            threading.Timer(timeout, interrupt),
+            threading.Timer(
+                timeout + self._grace, self.kill, args=(f"it ignored the interrupt ({timeout:g} s)",)
+            ),
+        ]
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
         start = time.monotonic()
-        client.execute_cell(cell, len(notebook.cells) - 1)
+        try:
+            self._client.execute_cell(cell, len(notebook.cells) - 1, store_history=store_history)
+        except DeadKernelError:
+            self.kill("the kernel died")  # what it started may live on
+        finally:
+            for timer in timers:
+                timer.cancel()
         outcome = Outcome(source, time.monotonic() - start, outputs=cell.outputs)
-        for output in cell.outputs:
-            if output.output_type == "error":
-                outcome.error_name, outcome.error_value = output.ename, output.evalue
+        if interrupted.is_set():
+            outcome.error_name, outcome.error_value = TIMED_OUT, self._too_long(timeout)
+        elif self._killed:
+            outcome.error_name, outcome.error_value = KERNEL_DIED, self._killed
+        elif self._reply and self._reply["content"].get("status") == "error":
+            content = self._reply["content"]  # the kernel's own word: outputs can be silenced
+            outcome.error_name, outcome.error_value = content.get("ename", "Error"), content.get("evalue", "")
         return outcome
 
-    with client.setup_kernel(**({"env": env} if env is not None else {})):
-        yield run
+    @staticmethod
+    def _too_long(timeout: float) -> str:
+        return f"ran longer than its time limit ({timeout:g} s)"
+
+    def _signal_group(self, signum: int) -> None:
+        provisioner = self._client.km.provisioner if self._client.km else None
+        pgid = getattr(provisioner, "pgid", None)
+        with contextlib.suppress(OSError, TypeError):
+            os.killpg(pgid, signum)
+
+    def kill(self, reason: str) -> None:
+        """Kill the kernel and what it started (thread-safe); the code running now ends with `reason`
+        (or the reason given first)."""
+        with self._lock:
+            self._killed = self._killed or reason
+        self._stop_processes()
+
+    def _stop_kernel_tree(self) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+            for process in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+        self._signal_group(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def kernel(
+    cwd: Path = REPO,
+    timeout: float = 600,
+    env: dict | None = None,
+    *,
+    interrupt_grace: float = 10,
+    command_prefix: list[str] = (),
+    connection_file: Path | None = None,
+    stop_processes: Callable[[], None] | None = None,
+    startup_timeout: float = 120,
+    log: Path | None = None,
+):
+    """A fresh kernel started in cwd (with env, else this process's environment). Yields a Kernel:
+    run = ...; run(source) executes source and returns its Outcome. A piece of code may run `timeout`
+    seconds (run(source, timeout=...) for another limit). The kernel is started through
+    `command_prefix` when given (a launcher that execs the kernel command after it), with its
+    connection file at `connection_file`; `stop_processes` replaces how a kill stops the kernel and
+    everything it started (by default: its process tree and process group). The kernel's own output
+    (not its cells') goes to `log` when given, else to this process's."""
+    manager = PrefixedKernelManager(kernel_name="python3", command_prefix=list(command_prefix))
+    if connection_file is not None:
+        manager.connection_file = str(connection_file)
+    client = NotebookClient(
+        nbformat.v4.new_notebook(),
+        km=manager,
+        timeout=None,  # Kernel's own timers interrupt, then kill
+        allow_errors=True,
+        startup_timeout=startup_timeout,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    options = {"env": env} if env is not None else {}
+    with contextlib.ExitStack() as stack:
+        if log is not None:
+            output = stack.enter_context(open(log, "ab"))
+            options.update(stdout=output, stderr=output)
+        stack.enter_context(client.setup_kernel(cleanup_kc=True, **options))
+        running = Kernel(client, timeout, interrupt_grace, stop_processes)
+        try:
+            yield running
+        finally:
+            if running.dead:
+                running.kill(running.dead)  # what the dead kernel started, too
 
 
 def load_cells(path: Path, tag: str) -> dict:

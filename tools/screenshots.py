@@ -4,7 +4,7 @@
     python -m tools.screenshots     # a temporary server, mlflow_tracking.ipynb in full, five PNGs
 
 The MLflow UI is shown in Debian's chromium, headless, driven by Playwright; the browser may only
-reach 127.0.0.1. tests/test_ui.py opens the UI with the same `ui_page` and `show`.
+reach 127.0.0.1. The tests (tests/ui.py) open the UI with the same `ui_page` and `show`.
 """
 
 import json

@@ -1,0 +1,255 @@
+"""Grade one submission: its graded cells run in a sandboxed kernel against an MLflow server of its
+own, each TODO judged by the reference's self-check, a verdict per TODO with what went wrong."""
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import mlflow_server
+from tools.grading.exercise import Exercise, NotANotebook, Step, read_code_cells
+from tools.grading.sandbox import Limits, Sandbox
+from tools.notebooks import KERNEL_DIED, TIMED_OUT, Outcome, kernel
+
+RESTARTS = 2  # fresh kernels a submission gets after its kernel dies, before the rest is given up
+
+
+@dataclass(frozen=True)
+class Settings:
+    smoke: bool = True
+    cell_timeout: float = 600  # seconds a cell may run before it is interrupted
+    time_limit: float = 1800  # seconds a submission may run, restarts included
+    interrupt_grace: float = 10  # seconds an interrupted cell gets to stop before its kernel is killed
+    limits: Limits = field(default_factory=Limits)
+    environment: tuple = ()  # (name, value)s the kernel gets besides the sandbox's (RAY_ADDRESS, ...)
+    own_user: bool = True  # as root, run the kernel as a user id of its own, the checkout hidden
+
+
+@dataclass
+class Verdict:
+    todo: str
+    passed: bool
+    points: int  # earned
+    max_points: int
+    message: str  # "" when it passed; else the first line of what went wrong
+    hint: str
+
+
+@dataclass
+class Result:
+    submission: str
+    sha256: str
+    verdicts: list[Verdict]
+    seconds: float
+    notes: list[str] = field(default_factory=list)  # what happened to the submission as a whole
+    cpu_seconds: float | None = None  # CPU time of all its processes, where cgroups count it
+
+    @property
+    def points(self) -> int:
+        return sum(v.points for v in self.verdicts)
+
+
+class GraderFailure(RuntimeError):
+    """The grader's side failed (its MLflow server stopped): the submission is graded again."""
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def first_line(text: str, width: int = 300) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:width] if lines else ""
+
+
+STOPPING = threading.Event()  # set when the grader itself is stopped (Ctrl-C, kill)
+_watchdogs: set = set()
+_watchdogs_lock = threading.Lock()
+
+
+def stop_all(reason: str) -> None:
+    """Stop every submission being graded; none of them is recorded."""
+    STOPPING.set()
+    with _watchdogs_lock:
+        for watchdog in list(_watchdogs):
+            watchdog.grader_failed = True
+            watchdog.stop(reason)
+
+
+class Watchdog:
+    """Stops the submission's kernel when it runs out of time or CPU, or when the grader's MLflow
+    server stops under it (a failure of the grader's, not the student's)."""
+
+    def __init__(self, settings: Settings, box: Sandbox, server):
+        self.settings, self.box, self.server = settings, box, server
+        self.start, self.kernel, self.reason, self.grader_failed = time.monotonic(), None, "", False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        with _watchdogs_lock:
+            _watchdogs.add(self)
+
+    def _watch(self):
+        while not self._done.wait(1):
+            cpu = self.box.cpu_seconds()
+            if time.monotonic() - self.start > self.settings.time_limit:
+                self.stop(f"the submission's time limit ({self.settings.time_limit:g} s) was reached")
+            elif cpu is not None and cpu > self.settings.limits.cpu_seconds:
+                self.stop(f"the submission used more than {self.settings.limits.cpu_seconds} CPU-seconds")
+            elif self.server is not None and self.server.poll() is not None:
+                self.grader_failed = True
+                self.stop("the grader's MLflow server stopped")
+
+    def stop(self, reason: str):
+        self.reason = self.reason or reason
+        if self.kernel is not None:
+            self.kernel.kill(self.reason)
+
+    def close(self):
+        self._done.set()
+        self._thread.join()
+        with _watchdogs_lock:
+            _watchdogs.discard(self)
+
+
+def grade_submission(name: str, path: Path, exercise: Exercise, settings: Settings) -> Result:
+    """Grade the notebook at path; raises GraderFailure when the grader's side failed."""
+    start, sha256 = time.monotonic(), file_hash(path)
+    try:
+        cells = read_code_cells(path)
+    except NotANotebook as error:
+        reason = f"not a notebook: {error}"
+        return Result(name, sha256, [failed(todo, reason) for todo in exercise.todos], 0.0)
+    steps, problems = exercise.plan(cells)
+    environment = {"SMOKE_TEST": "1" if settings.smoke else "0", **dict(settings.environment)}
+    with Sandbox(exercise.lab, settings.limits, environment, settings.own_user) as box:
+        outcomes, notes = run_steps(steps, exercise, settings, box)
+        cpu_seconds = box.cpu_seconds()
+    verdicts = [judge(todo, steps, outcomes, problems.get(todo.number)) for todo in exercise.todos]
+    return Result(name, sha256, verdicts, time.monotonic() - start, notes, cpu_seconds)
+
+
+def run_steps(steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
+    """Run the steps in the sandbox: an Outcome per step index, and notes on the run as a whole."""
+    return SubmissionRun(steps, exercise, settings, box).run()
+
+
+class SubmissionRun:
+    """The steps of one submission, run in as many kernels as it takes: when the student's code kills a
+    kernel, a fresh one runs again the cells before it (not the one that killed it) and goes on."""
+
+    def __init__(self, steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
+        self.steps, self.exercise, self.settings, self.box = steps, exercise, settings, box
+        self.outcomes: dict[int, Outcome] = {}
+        self.killers: set[int] = set()  # steps during which a kernel died
+        self.server, self.url, self.server_log = None, None, box.mlflow / "server.log"
+
+    def run(self) -> tuple[dict[int, Outcome], list[str]]:
+        if self.exercise.uses_mlflow:
+            port = mlflow_server.free_port()
+            self.url = f"http://{mlflow_server.HOST}:{port}"
+            self.server = mlflow_server.start(
+                port, self.box.mlflow, self.server_log
+            )  # starts as the kernel does
+            self.box.environment["MLFLOW_TRACKING_URI"] = self.url
+        notes, self.watchdog = [], Watchdog(self.settings, self.box, self.server)
+        try:
+            for attempt in range(RESTARTS + 1):
+                fatal = self.in_a_fresh_kernel()
+                if fatal is None or self.watchdog.reason:
+                    break
+                self.killers.add(fatal)
+                notes.append(
+                    f"the kernel died in {describe(self.steps[fatal])}: {self.outcomes[fatal].error_value}"
+                )
+                if attempt < RESTARTS:
+                    notes.append("a fresh kernel ran the cells before it again, without it, and went on")
+        finally:
+            self.watchdog.close()
+            if self.server is not None:
+                mlflow_server.stop(self.server)
+        if self.watchdog.grader_failed:
+            tail = mlflow_server.tail(self.server_log, 5) if self.server else ""
+            raise GraderFailure(f"{self.watchdog.reason}\n{tail}".strip())
+        if self.watchdog.reason:
+            notes.append(self.watchdog.reason)
+        return self.outcomes, notes
+
+    def in_a_fresh_kernel(self) -> int | None:
+        """Run the steps not run yet in a fresh kernel, after the cells before them that ran without
+        killing a kernel; return the step during which this kernel died, or None."""
+        steps, outcomes, box = self.steps, self.outcomes, self.box
+        replay = [i for i in outcomes if steps[i].kind != "check" and i not in self.killers]
+        pending = [i for i in range(len(steps)) if i not in outcomes]
+        oom_before = box.oom_kills()
+        with kernel(
+            box.work, self.settings.cell_timeout, box.env, interrupt_grace=self.settings.interrupt_grace,
+            command_prefix=box.command_prefix, connection_file=box.connection_file,
+            stop_processes=box.stop_processes, log=box.log,
+        ) as run:  # fmt: skip
+            self.watchdog.kernel = run
+            if self.server is not None:
+                try:
+                    mlflow_server.wait_until_healthy(self.url, self.server, self.server_log)
+                except mlflow_server.ServerError as error:
+                    raise GraderFailure(str(error)) from None
+            for i in sorted(replay):
+                run(steps[i].source)
+            for i in pending:
+                if self.watchdog.reason:
+                    outcomes[i] = Outcome(steps[i].source, 0.0, KERNEL_DIED, self.watchdog.reason)
+                    continue
+                outcomes[i] = self.check(run, steps[i]) if steps[i].kind == "check" else run(steps[i].source)
+                if run.dead and not self.watchdog.reason:  # the student's code killed it
+                    if box.oom_kills() > oom_before:  # the cause, whatever the runner saw first
+                        limit = self.settings.limits.memory_bytes / 2**30
+                        outcomes[i].error_name = KERNEL_DIED
+                        outcomes[i].error_value = f"out of memory (the submission may use {limit:g} GiB)"
+                    return i
+        return None
+
+    def check(self, run, step: Step) -> Outcome:
+        """The reference's self-check, right after its check module is made anew from the snapshot."""
+        reload = self.exercise.reload_code(self.box.lab_folder)
+        if reload:
+            loaded = run(reload, store_history=False)
+            if loaded.error_name:
+                loaded.error_value = f"the self-check could not be loaded ({loaded.error})"
+                return loaded
+        return run(step.source)
+
+
+def describe(step: Step) -> str:
+    kinds = {"todo": f"the TODO {step.todo} cell", "check": f"self-check {step.todo}"}
+    return kinds.get(step.kind, f"the cell that starts {first_line(step.source, 60)!r}")
+
+
+def failed(todo, message: str) -> Verdict:
+    return Verdict(todo.name, False, 0, todo.points, message, todo.hint)
+
+
+def judge(todo, steps: list[Step], outcomes: dict[int, Outcome], problem: str | None) -> Verdict:
+    if problem:
+        return failed(todo, problem)
+    check = next(i for i, step in enumerate(steps) if step.kind == "check" and step.todo == todo.number)
+    outcome = outcomes.get(check)
+    if outcome is None:
+        return failed(todo, "its self-check did not run")
+    if not outcome.error_name:
+        return Verdict(todo.name, True, todo.points, todo.points, "", todo.hint)
+    todo_errors = [
+        outcomes[i] for i, step in enumerate(steps)
+        if step.kind == "todo" and step.todo == todo.number and i in outcomes and outcomes[i].error_name
+    ]  # fmt: skip
+    if todo_errors:
+        return failed(todo, f"TODO cell: {message_of(todo_errors[0])}")
+    return failed(todo, f"self-check: {message_of(outcome)}")
+
+
+def message_of(outcome: Outcome) -> str:
+    if outcome.error_name == TIMED_OUT:
+        return f"the cell {first_line(outcome.error_value)}"
+    if outcome.error_name == KERNEL_DIED:
+        return first_line(outcome.error_value)
+    return first_line(outcome.error)

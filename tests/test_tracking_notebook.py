@@ -1,5 +1,6 @@
 """What mlflow_tracking.ipynb leaves on the tracking server, read back with MlflowClient; its custom
-metric tried on known answers; an interrupted run cell tried in a kernel."""
+metric tried on known answers; its baseline cell interrupted, and its self-check tried on unlinked
+metrics, in a kernel."""
 
 import ast
 import os
@@ -15,6 +16,7 @@ from sklearn.datasets import load_digits
 
 from tests.runs import find_runs, logged_models, metric_steps, newest_run
 from tools import REPO
+from tools.mlflow_server import temporary_server
 from tools.notebooks import cell_tagged, execute_notebook, kernel
 
 NOTEBOOK = REPO / "mlflow_tracking.ipynb"
@@ -31,8 +33,7 @@ def experiment(notebook_ran):
     return notebook_ran("mlflow_tracking.ipynb", EXPERIMENT)
 
 
-def tagged_source(tag: str) -> str:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def tagged_cell(notebook, tag: str) -> str:
     return notebook.cells[cell_tagged(notebook, tag)].source
 
 
@@ -222,7 +223,7 @@ def test_gate_verdicts_follow_their_thresholds_and_decide_the_registry(client, e
 
 def test_custom_metric_is_the_expected_calibration_error():
     namespace = {"np": np, "pd": pd, "make_metric": mlflow.models.make_metric}
-    exec(tagged_source("custom-metric"), namespace)
+    exec(tagged_cell(nbformat.read(NOTEBOOK, as_version=4), "custom-metric"), namespace)
     ece = namespace["expected_calibration_error"]
 
     def score(predicted, labels, probabilities) -> float:
@@ -297,24 +298,50 @@ def test_every_run_is_started_in_a_with_block():
                 assert id(node) in in_with, f"mlflow.start_run outside a with block:\n{cell.source}"
 
 
-@pytest.mark.slow
-def test_an_interrupted_run_ends_and_its_cell_runs_again(private_server):
-    """Stop the baseline's training half-way, as the stop button does: the run ends as FAILED, no run
-    stays active, and the cell runs again."""
+@pytest.fixture(scope="module")
+def before_baseline(tmp_path_factory):
+    """A kernel that ran the notebook's cells up to its baseline run (in smoke mode, against a server of
+    its own), and the notebook."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    baseline = cell_tagged(notebook, "baseline-run")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": private_server, "SMOKE_TEST": "1"}
-    with kernel(env=env) as run:
-        for cell in notebook.cells[:baseline]:
-            if cell.cell_type == "code":
-                assert not run(cell.source).error, cell.source
-        run("real_fit = fit\ndef fit(*args, **kwargs):\n    raise KeyboardInterrupt")
-        assert run(notebook.cells[baseline].source).error_name == "KeyboardInterrupt"
-        after = run("print(mlflow.active_run(), client.get_run(run.info.run_id).info.status)")
-        assert after.outputs[0]["text"].split() == ["None", "FAILED"], after.outputs
-        run("fit = real_fit")
-        again = run(notebook.cells[baseline].source)
-        assert not again.error, again.error
+    with temporary_server(tmp_path_factory.mktemp("mlflow")) as server:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "SMOKE_TEST": "1"}
+        with kernel(env=env) as run:
+            for cell in notebook.cells[: cell_tagged(notebook, "baseline-run")]:
+                if cell.cell_type == "code":
+                    assert not run(cell.source).error, cell.source
+            yield run, notebook
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_ends_and_its_cell_runs_again(before_baseline):
+    """Stop the baseline's training as the stop button does: the run ends as FAILED, no run stays
+    active, and the cell runs again."""
+    run, notebook = before_baseline
+    run("real_fit = fit\ndef fit(*args, **kwargs):\n    raise KeyboardInterrupt")
+    assert run(tagged_cell(notebook, "baseline-run")).error_name == "KeyboardInterrupt"
+    after = run("print(mlflow.active_run(), client.get_run(run.info.run_id).info.status)")
+    assert after.outputs[0]["text"].split() == ["None", "FAILED"], after.outputs
+    run("fit = real_fit")
+    again = run(tagged_cell(notebook, "baseline-run"))
+    assert not again.error, again.error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("link", ["dataset=train_data, ", "dataset=val_data, "])
+def test_baseline_self_check_catches_metrics_without_their_dataset(before_baseline, link):
+    """Leave out what links the epoch metrics to the dataset they were measured on: the self-check
+    right after the run says so, instead of a later cell failing."""
+    run, notebook = before_baseline
+    training_loop = tagged_cell(notebook, "training-loop")
+    assert link in training_loop
+    try:
+        assert not run(training_loop.replace(link, "")).error
+        assert not run(tagged_cell(notebook, "baseline-run")).error
+        check = run(tagged_cell(notebook, "baseline-check"))
+        assert check.error_name == "AssertionError", check.error or "the self-check passed"
+        assert "log_metrics" in check.error_value, check.error_value
+    finally:
+        assert not run(training_loop).error
 
 
 WARNING = re.compile(r"\bWARNING\b|Warning\b")

@@ -65,6 +65,14 @@ def test_served_champion_is_the_registered_one(scoring_server, images):
     )
 
 
+def test_served_champion_reads_the_instances_format_too(scoring_server, images):
+    pixels, _ = images
+    _, as_inputs = invoke(scoring_server, {"inputs": pixels[:5].tolist()})
+    status, as_instances = invoke(scoring_server, {"instances": pixels[:5].tolist()})
+    assert status == 200, as_instances
+    assert as_instances == as_inputs
+
+
 def test_served_champion_answers_one_image(scoring_server, images):
     pixels, _ = images
     status, answer = invoke(scoring_server, {"inputs": pixels[:1].tolist()})

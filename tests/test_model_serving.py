@@ -14,6 +14,7 @@ from tests.runs import find_runs
 from tests.serving import invoke, served
 
 MODEL_URI = "models:/digits-classifier@champion"
+pytestmark = pytest.mark.slow  # runs the notebook (unless an earlier test did) and `mlflow models serve`
 
 
 @pytest.fixture(scope="module")

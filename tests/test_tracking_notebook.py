@@ -30,6 +30,7 @@ SWEPT = ("hidden_size", "lr")
 
 @pytest.fixture(scope="module")
 def experiment(notebook_ran):
+    """The notebook's experiment; the notebook runs here unless nbval ran it (so its readers are slow)."""
     return notebook_ran("mlflow_tracking.ipynb", EXPERIMENT)
 
 
@@ -51,10 +52,12 @@ def champion_model():
     return mlflow.get_logged_model(mlflow.models.get_model_info(CHAMPION).model_id)
 
 
+@pytest.mark.slow
 def test_experiment_has_a_description(experiment):
     assert "digits" in experiment.tags.get("mlflow.note.content", "")
 
 
+@pytest.mark.slow
 def test_baseline_run_has_params_tags_and_datasets(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     assert run.info.run_name == "baseline"
@@ -65,6 +68,7 @@ def test_baseline_run_has_params_tags_and_datasets(client, experiment):
     assert contexts == {("digits-train", "training"), ("digits-validation", "validation")}
 
 
+@pytest.mark.slow
 def test_baseline_run_has_per_epoch_and_system_metrics(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     epochs = int(run.data.params["epochs"])
@@ -75,12 +79,14 @@ def test_baseline_run_has_per_epoch_and_system_metrics(client, experiment):
     assert "system/cpu_utilization_percentage" in run.data.metrics
 
 
+@pytest.mark.slow
 def test_baseline_run_has_artifacts(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"learning_curves.png", "confusion_matrix.png", "validation_predictions.json"} <= artifacts
 
 
+@pytest.mark.slow
 def test_baseline_checkpoints_are_logged_models_with_linked_metrics(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     epochs = int(run.data.params["epochs"])
@@ -99,6 +105,7 @@ def test_baseline_checkpoints_are_logged_models_with_linked_metrics(client, expe
         assert linked["val_accuracy"].value == val_accuracy[checkpoint.step]
 
 
+@pytest.mark.slow
 def test_checkpoints_are_models_from_code_with_nothing_pickled(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     for checkpoint in run.outputs.model_outputs:
@@ -115,6 +122,7 @@ def sweep_children(client, experiment) -> list:
     return find_runs(client, experiment, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
+@pytest.mark.slow
 def test_sweep_is_a_full_grid_of_two_hyperparameters_over_the_same_seeds(client, experiment):
     baseline = newest_run(client, experiment, "tags.stage = 'baseline'").data.params
     children = sweep_children(client, experiment)
@@ -134,6 +142,7 @@ def test_sweep_is_a_full_grid_of_two_hyperparameters_over_the_same_seeds(client,
     assert len(children) == 4 * len(seeds[0]), "a setting ran twice with one seed"
 
 
+@pytest.mark.slow
 def test_sweep_children_log_every_epoch_and_a_checkpoint(client, experiment):
     for child in sweep_children(client, experiment):
         epochs = int(child.data.params["epochs"])
@@ -143,6 +152,7 @@ def test_sweep_children_log_every_epoch_and_a_checkpoint(client, experiment):
         assert "val_accuracy" in linked_metrics(models[0], "digits-validation")
 
 
+@pytest.mark.slow
 def test_sweep_answer_is_what_its_runs_measured(client, experiment):
     parent = newest_run(client, experiment, "tags.mlflow.runName = 'sweep'")
     runs = pd.DataFrame([
@@ -216,6 +226,7 @@ def check_gates(client, experiment) -> None:
     assert champion_model().model_id == champion_of_the_day
 
 
+@pytest.mark.slow
 def test_gate_verdicts_follow_their_thresholds_and_decide_the_registry(client, experiment):
     assert len(gate_runs(client, experiment)) >= 2
     check_gates(client, experiment)
@@ -238,6 +249,7 @@ def test_custom_metric_is_the_expected_calibration_error():
     assert namespace["CALIBRATION"].greater_is_better is False
 
 
+@pytest.mark.slow
 def test_champion_is_evaluated_once_on_the_test_set_with_the_custom_metric(client, experiment):
     run = newest_run(client, experiment, "tags.mlflow.runName = 'evaluate-champion'")
     for key in ("accuracy_score", "f1_score", "precision_score", "recall_score", *GATE_METRICS):
@@ -253,6 +265,7 @@ def test_champion_is_evaluated_once_on_the_test_set_with_the_custom_metric(clien
     assert run.data.metrics["accuracy_score"] >= target, f"test accuracy below the target {target}"
 
 
+@pytest.mark.slow
 def test_champion_answers_with_the_digit_and_its_probabilities(client, experiment):
     model = mlflow.pyfunc.load_model(CHAMPION)
     outputs = model.metadata.signature.outputs.to_dict()
@@ -267,12 +280,14 @@ def test_champion_answers_with_the_digit_and_its_probabilities(client, experimen
     assert (answers["digit"] == digits.target).mean() >= gate_floor
 
 
+@pytest.mark.slow
 def test_registered_model_describes_its_contract(client, experiment):
     description = client.get_registered_model(MODEL).description
     for term in ("float32", "(n, 64)", "digit", "probabilities"):
         assert term in description, term
 
 
+@pytest.mark.slow
 def test_autolog_run_records_params_metrics_and_dataset(client, experiment):
     run = newest_run(client, experiment, "tags.mlflow.runName = 'sklearn-autolog'")
     assert {"C", "max_iter", "solver"} <= set(run.data.params)
@@ -363,6 +378,7 @@ def run_names(client, experiment) -> Counter:
     return Counter(run.info.run_name for run in runs if run.data.tags.get("role") != "champion")
 
 
+@pytest.mark.slow
 def test_running_twice_is_safe_and_warns_of_nothing(client, experiment):
     runs_before = run_names(client, experiment)
     notebook = execute_notebook(NOTEBOOK)

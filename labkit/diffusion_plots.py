@@ -18,16 +18,12 @@ def scatter(ax: plt.Axes, points, title: str = "", color: str = "C0") -> None:
     ax.set(xlim=AXIS_LIMITS, ylim=AXIS_LIMITS, aspect="equal", xticks=[], yticks=[], title=title)
 
 
-def clouds(
-    panels: list, color: str = "C0", backgrounds: list | None = None, suptitle: str = ""
-) -> plt.Figure:
-    """A row of scatter plots, one per (title, points) in panels, each over its background points (light
-    grey) when backgrounds are given."""
+def clouds(panels: list, color: str | list = "C0", suptitle: str = "") -> plt.Figure:
+    """A row of scatter plots, one per (title, points) in panels, in one color or one per panel."""
+    colors = [color] * len(panels) if isinstance(color, str) else color
     fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6), squeeze=False)
-    for index, (ax, (title, points)) in enumerate(zip(axes[0], panels, strict=True)):
-        if backgrounds is not None:
-            scatter(ax, backgrounds[index], color="lightgray")
-        scatter(ax, points, title, color)
+    for ax, (title, points), panel_color in zip(axes[0], panels, colors, strict=True):
+        scatter(ax, points, title, panel_color)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -66,6 +62,8 @@ def history(histories: dict) -> plt.Figure:
             ax.set_yscale("log")
             ax.axhline(1, color="gray", linestyle=":", label="noise floor")
             ax.legend()
+        elif key.endswith("_share"):
+            ax.set_ylim(bottom=0)
     fig.tight_layout()
     return fig
 

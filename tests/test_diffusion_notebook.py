@@ -19,6 +19,7 @@ MODEL = "tiny-diffusion"
 CONFIG_PARAMS = {"schedule", "timesteps", "alpha_bar_end", "hidden_size", "depth", "embedding", "lr"}
 QUALITY_METRICS = ("mmd_ratio", "swd_ratio", "clipped_share")
 ROLES = ("baseline", "tuned")
+pytestmark = pytest.mark.slow  # they need what the notebook logged (a whole run of it)
 
 
 @pytest.fixture(scope="module")

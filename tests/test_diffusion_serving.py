@@ -13,6 +13,7 @@ from tests.serving import invoke, served
 
 MODEL_URI = "models:/tiny-diffusion@champion"
 SMALL_REQUEST = {"dataframe_records": [{"num_samples": 10, "seed": 0, "sampler": "ddim", "steps": 5}]}
+pytestmark = pytest.mark.slow  # a run of the notebook and `mlflow models serve`
 
 
 @pytest.fixture(scope="module")

@@ -84,16 +84,27 @@ def test_both_configurations_are_retrained_on_the_same_fresh_seeds(client, exper
             assert run.data.metrics["test_clipped_share"] <= threshold, f"{role} seed {seed} diverges"
 
 
-def test_the_verdict_is_the_paired_difference_over_training_seeds(client, experiment, retrains):
-    """The comparison's figures follow from what each retrain scored on the test: the paired difference
-    tuned - baseline per training seed, its mean and standard deviation, and the verdict's rule."""
+def test_the_verdict_is_the_paired_difference_over_seeds_and_test_samples(client, experiment, retrains):
+    """The comparison's figures follow from what each retrain scored on each test sample: the difference
+    tuned - baseline pair by pair (training seed, test sample), its mean and spreads, and the verdict."""
     comparison = newest_run(client, experiment, "tags.stage = 'comparison'").data
-    scores = pd.DataFrame({role: {seed: run.data.metrics["test_mmd_ratio"] for seed, run in runs.items()}
-                           for role, runs in retrains.items()})  # fmt: skip
+    scores = {}
+    for role, runs in retrains.items():
+        for seed, run in runs.items():
+            history = client.get_metric_history(run.info.run_id, "test_sample_mmd_ratio")
+            values = [metric.value for metric in history]
+            assert len(values) == run.data.metrics["test_repeats"], f"{role} seed {seed}: one per sample"
+            assert run.data.metrics["test_mmd_ratio"] == pytest.approx(np.mean(values))
+            scores |= {(role, seed, metric.step): metric.value for metric in history}
+    scores = pd.Series(scores).unstack(0)  # index: training seed, test sample; columns: roles
     difference = scores.tuned - scores.baseline
     for name, values in (("baseline", scores.baseline), ("tuned", scores.tuned), ("difference", difference)):
-        assert comparison.metrics[f"test_{name}_mmd_ratio"] == pytest.approx(values.mean(), rel=1e-6)
-        assert comparison.metrics[f"test_{name}_mmd_ratio_sd"] == pytest.approx(values.std(), rel=1e-6)
+        prefix = f"test_{name}_mmd_ratio"
+        logged = {key.removeprefix(prefix): value for key, value in comparison.metrics.items()
+                  if key.startswith(prefix)}  # fmt: skip
+        assert logged[""] == pytest.approx(values.mean()) and logged["_sd"] == pytest.approx(values.std())
+        assert logged["_sd_seeds"] == pytest.approx(values.groupby(level=0).mean().std())
+        assert logged["_sd_repeats"] == pytest.approx(values.groupby(level=1).mean().std())
     gap, spread = difference.mean(), difference.std()
     clear = abs(gap) > 2 * spread
     expected = "not clearly different" if not clear else "better" if gap < 0 else "worse"

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 
-from labkit.ray_settings import LAPTOP
+from labkit.ray_settings import ENVIRONMENT
 
 RFC3987_SYNTAX = "rfc3987-syntax==1.1.0"  # the version jupyter-events' jsonschema extra pulls in
 PROBE = r"""
@@ -86,7 +86,7 @@ def main(argv=None):
                 lab, PYTHONPATH=os.pathsep.join(filter(None, [rfc3987, lab.get("PYTHONPATH")]))
             ),
             "no rfc3987_syntax": lab,
-            "lab": dict(lab, **LAPTOP),
+            "lab": dict(lab, **ENVIRONMENT),
         }
         times = {arm: [] for arm in arms}
         for _ in range(args.repeats):
@@ -103,7 +103,7 @@ def main(argv=None):
     for arm, row in medians.items():
         cells = (f"{row[f]:6.2f} ({row[f] / defaults[f]:4.2f}x)" for f in figures)
         print(f"{arm:18s}" + "".join(f"{cell:>18s}" for cell in cells))
-    print(f"the lab's settings: {LAPTOP}")
+    print(f"the lab's settings: {ENVIRONMENT}")
 
 
 if __name__ == "__main__":

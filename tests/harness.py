@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from labkit import ray_settings
 from tools import processes, ray_cluster
 from tools.mlflow_server import ServerError, tail, temporary_server
 
@@ -36,6 +37,7 @@ def pytest_sessionstart(session):
     os.environ["MLFLOW_TRACKING_URI"] = server.url
     os.environ.setdefault("SMOKE_TEST", "1")
     os.environ.pop("RAY_ADDRESS", None)  # the tests never run on a cluster of the user's
+    os.environ.update(ray_settings.ENVIRONMENT)  # the lab's Ray settings, as `make lab` gives them
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,5 +1,6 @@
-"""Each notebook connects with the same short cell; a bad tracking URI fails in seconds with the fix,
-not after the MLflow client's four minutes of retries."""
+"""Each notebook connects to MLflow with the same short cell, and each that tunes starts Ray with the
+same cell; a bad tracking URI fails in seconds with the fix, not after the MLflow client's four
+minutes of retries."""
 
 import re
 import socket
@@ -13,20 +14,28 @@ from labkit.tracking import START_SERVER, connect
 from tools import REPO
 
 NOTEBOOKS = ["mlflow_tracking.ipynb", "ray_tune_solution.ipynb", "ray_tune.ipynb", "diffusion.ipynb"]
+TUNING_NOTEBOOKS = NOTEBOOKS[1:]
 DEADLINE_S = 10
 
 
-def connect_cell(notebook_name: str) -> str:
+def tagged_cell(notebook_name: str, tag: str) -> str:
     notebook = nbformat.read(REPO / notebook_name, as_version=4)
-    [cell] = [c for c in notebook.cells if "connect" in c.metadata.get("tags", [])]
+    [cell] = [c for c in notebook.cells if tag in c.metadata.get("tags", [])]
     return cell.source
 
 
 def test_every_notebook_connects_with_the_same_short_cell():
-    cells = {name: connect_cell(name) for name in NOTEBOOKS}
+    cells = {name: tagged_cell(name, "connect") for name in NOTEBOOKS}
     assert len(set(cells.values())) == 1, f"the connect cells differ: {cells}"
     source = cells[NOTEBOOKS[0]]
     assert "connect()" in source and len(source.splitlines()) <= 5, source
+
+
+def test_every_notebook_that_tunes_starts_ray_with_the_lab_settings_in_the_same_cell():
+    cells = {name: tagged_cell(name, "ray-start") for name in TUNING_NOTEBOOKS}
+    assert len(set(cells.values())) == 1, f"the ray-start cells differ: {cells}"
+    source = cells[TUNING_NOTEBOOKS[0]]
+    assert source.index("LAPTOP") < source.index("ray.init("), "the settings must be set before Ray starts"
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import nbformat
 import psutil
 import pytest
 
+from labkit import ray_settings
 from tests.test_ray_cluster import two_node_cluster  # noqa: F401 (a fixture)
 from tools import REPO, grade
 from tools.grading import cgroups, sandbox
@@ -132,8 +133,14 @@ TAMPERING = {  # every TODO left unsolved; each tries to pass its self-check ano
             print(error)
         importlib.reload(check)"""),
 }
-SNOOPING = {  # what it sees decides its grade; todo-1 fails with the environment's names in the message
-    "todo-1": "import os\nanswer = ' '.join(sorted(os.environ))",
+GIVEN = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "PYTHONPATH", "LANG", "SMOKE_TEST", sandbox.MARKER}
+GIVEN |= {"RAY_USAGE_STATS_ENABLED", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", *ray_settings.ENVIRONMENT}
+KERNEL_SETS = {"JPY_PARENT_PID", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "PAGER", "GIT_PAGER", "TERM"}
+KERNEL_SETS |= {"MPLBACKEND", "PYDEVD_USE_FRAME_EVAL"}  # Jupyter's launcher and ipykernel set these
+SNOOPING = {  # what it sees decides its grade; todo-1 fails listing the names outside the allow-list
+    "todo-1": dedent(f"""\
+        import os
+        answer = ' '.join(sorted(set(os.environ) - set({sorted(GIVEN | KERNEL_SETS)!r})))"""),
     "todo-2": dedent("""\
         import glob
         def double(x):
@@ -367,22 +374,9 @@ def test_grading_leaves_the_checkout_byte_for_byte_as_it_was(graded):
 
 
 def test_student_code_sees_only_the_allow_listed_environment(graded):
-    passed, message = results(graded, "11_snooping.ipynb")["todo-1"]
-    seen = set(message.split("not ", 1)[1].strip("'").split())  # the names it listed, in the check's message
-    given = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "PYTHONPATH", "LANG", "SMOKE_TEST", sandbox.MARKER}
-    given |= {"RAY_USAGE_STATS_ENABLED", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION"}
-    kernel_sets = {
-        "JPY_PARENT_PID",
-        "CLICOLOR",
-        "CLICOLOR_FORCE",
-        "FORCE_COLOR",
-        "PAGER",
-        "GIT_PAGER",
-        "TERM",
-    }
-    kernel_sets |= {"MPLBACKEND", "PYDEVD_USE_FRAME_EVAL"}  # Jupyter's launcher and ipykernel set these
-    assert "GRADER_SECRET" not in seen
-    assert seen <= given | kernel_sets, f"not allow-listed: {sorted(seen - given - kernel_sets)}"
+    _, message = results(graded, "11_snooping.ipynb")["todo-1"]
+    unexpected = message.split("not ", 1)[1].strip("'").split()  # the names it listed, in the check's message
+    assert not unexpected, f"not allow-listed: {unexpected}"
 
 
 @pytest.mark.skipif(

@@ -86,6 +86,12 @@ def answers(url: str) -> bool:
         return False
 
 
+def ignore_sigint():
+    """Start with SIGINT ignored, as a shell starts a command in the background (`make lab &`, CI
+    runners): Ctrl-C must stop the lab all the same."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
 def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
@@ -103,7 +109,7 @@ def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
         lab = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ignore_sigint,
         )  # fmt: skip
         try:
             url = lab_url(lab)

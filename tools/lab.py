@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir
 
+from labkit import ray_settings
 from tools import REPO, mlflow_server
 from tools.mlflow_server import HOST, ServerError
 
@@ -60,7 +61,9 @@ def start_jupyter(tracking_uri: str, port: int, open_browser: bool) -> subproces
         command.append("--no-browser")
     if os.geteuid() == 0:  # containers and course VMs often run as root; Jupyter refuses it otherwise
         command.append("--allow-root")
-    return subprocess.Popen(command, env=dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri))
+    # The lab's Ray settings (labkit/ray_settings.py), unless the environment says otherwise.
+    env = {**ray_settings.ENVIRONMENT, **os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    return subprocess.Popen(command, env=env)
 
 
 def jupyter_url(jupyter: subprocess.Popen, timeout: float = 120) -> str:
@@ -105,7 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     args = parser.parse_args(argv)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):  # `kill` or a closed terminal: stop cleanly
+    # Ctrl-C, `kill` or a closed terminal: stop cleanly. SIGINT too, explicitly: a shell that starts
+    # a command in the background (`make lab &`, CI runners) leaves it ignored, and Python keeps that.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_on)
     server = jupyter = None
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from labkit.ray_settings import LAPTOP
+from labkit.ray_settings import ENVIRONMENT
 from tools import processes
 from tools.mlflow_server import HOST, free_port
 
@@ -37,7 +37,7 @@ def ray_start(*args: str, env: dict) -> None:
 def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = None):
     """A Ray cluster of `nodes` nodes on 127.0.0.1, with the lab's laptop settings (labkit.ray_settings);
     yields its address (for RAY_ADDRESS). Every process it started is stopped when the block ends."""
-    env = dict(os.environ if env is None else env, **LAPTOP)
+    env = dict(os.environ if env is None else env, **ENVIRONMENT)
     env.pop("RAY_ADDRESS", None)
     before = {process.pid for process in psutil.Process().children(recursive=True)}
     address = f"{HOST}:{free_port()}"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psutil
 
+from labkit import ray_settings
 from tools import REPO
 from tools.grading import cgroups
 from tools.grading.exercise import LabCode
@@ -214,6 +215,7 @@ class Sandbox:
             "PYTHONPATH": str(self.lab_folder),
             "LANG": "C.UTF-8",
             "RAY_USAGE_STATS_ENABLED": "0",
+            **ray_settings.ENVIRONMENT,  # the lab's Ray settings, as `make lab` gives them
             # Ray sizes its object store (shared memory, charged to the submission) as 30% of the
             # machine's memory; a store larger than the submission's cap hangs Ray's start.
             "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": f"{0.3 * self._share_of_memory():.4f}",

@@ -71,8 +71,15 @@ def processes_of(uid: int, zombies: bool = False) -> list[psutil.Process]:
 def reap_adopted(wanted) -> None:
     """Reap this process's zombie children for which wanted(process) holds: a subreaper adopts the
     processes of a kernel that died, and their zombies count against the user's process limit."""
+
+    def wanted_zombie(process: psutil.Process) -> bool:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE and wanted(process)
+        except psutil.NoSuchProcess:  # reaped meanwhile, by the thread that grades another submission
+            return False
+
     for _ in range(50):
-        zombies = [p for p in psutil.Process().children() if p.status() == psutil.STATUS_ZOMBIE and wanted(p)]
+        zombies = [p for p in psutil.Process().children() if wanted_zombie(p)]
         for process in zombies:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(process.pid, 0)

@@ -18,15 +18,15 @@ from tests.runs import find_runs, metric_steps, newest_run
 from tests.walk import walk_solution
 from tests.wrong_answers import WRONG_ANSWERS, wrong_answers
 from tools import make_exercise
-from tools.notebooks import kernel
+from tools.notebooks import Outcome, kernel
 
 EXPERIMENT = "ray-tune-lab"
 SOLUTION = nbformat.read(make_exercise.SOLUTION, as_version=4)
 TODOS = [f"todo-{k}" for k in range(1, len(make_exercise.todo_pairs(SOLUTION)) + 1)]
 # What may be printed on stderr, and what the notebook says it means: Ray's token notice (said next to
 # ray.init), Tune's warning that Ray's callback made its loop wait (said next to the first sweep), and a
-# trial's worker interrupted by Ray's SIGTERM handler as Tune stops it (said next to ray.init): a
-# traceback through sigterm_handler that ends in SystemExit, its lines with the worker's prefix or not.
+# worker process that Ray stops with SIGTERM (said next to ray.init): a traceback through Ray's
+# sigterm_handler that ends in SystemExit, its lines with the worker's prefix or not.
 EXPLAINED = ("Token authentication is enabled", "may be a performance bottleneck")
 WORKER_PREFIX = re.compile(  # "(trainable pid=42)", "(pid=42, ip=10.0.0.2)", in colour or not
     r"^(?:\x1b\[[\d;]*m)*\((?:\w+ )?pid=\d+(?:, ip=[\d.]+)?\)(?:\x1b\[[\d;]*m)* ?", re.M
@@ -183,6 +183,7 @@ def stderr_lines(outcome) -> list[str]:
 
 def warnings_printed(outcome) -> list[str]:
     """The lines of a cell's stderr that warn or show an error, but those the notebook explains."""
+
     def unless_stopped(traceback: re.Match) -> str:
         return "" if "sigterm_handler" in traceback[0] and "\nSystemExit" in traceback[0] else traceback[0]
 
@@ -193,6 +194,33 @@ def warnings_printed(outcome) -> list[str]:
         for line in text.splitlines()
         if alarming.search(line) and not any(words in line for words in EXPLAINED)
     ]
+
+
+SIGTERM_TRACEBACK = """\
+Exception ignored in: <function WeakSet.__init__.<locals>._remove at 0x7ff93e37fb00>
+Traceback (most recent call last):
+  File "/usr/lib/python3.11/_weakrefset.py", line 39, in _remove
+    def _remove(item, selfref=ref(self)):
+
+  File "/venv/lib/python3.11/site-packages/ray/_private/worker.py", line 1063, in sigterm_handler
+    raise_sys_exit_with_custom_error_message(
+  File "python/ray/_raylet.pyx", line 712, in ray._raylet.raise_sys_exit_with_custom_error_message
+SystemExit: 1
+"""
+OTHER_TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1, in f\n    g()\nValueError: no\n'
+
+
+def test_the_warning_filter_passes_only_what_the_notebook_explains():
+    def printed(text):
+        return warnings_printed(Outcome("cell", 0.0, outputs=[{"name": "stderr", "text": text}]))
+
+    prefix = "\x1b[36m(trainable pid=42, ip=10.0.0.2)\x1b[0m "
+    prefixed = "".join(f"{prefix}{line}\n" for line in SIGTERM_TRACEBACK.splitlines())
+    assert printed(SIGTERM_TRACEBACK) == [] and printed(prefixed) == []
+    other = ["Traceback (most recent call last):", "ValueError: no"]
+    assert printed(SIGTERM_TRACEBACK + OTHER_TRACEBACK) == other, "only the SIGTERM traceback is explained"
+    assert printed(OTHER_TRACEBACK.replace("ValueError: no", "SystemExit: 1")), "not through sigterm_handler"
+    assert printed("2026/11/30 WARNING something\n") == ["2026/11/30 WARNING something"]
 
 
 @pytest.mark.slow

@@ -142,6 +142,8 @@ class Kernel:
         finally:
             for timer in timers:
                 timer.cancel()
+            for timer in timers:  # a kill under way ends before anything else starts (a fresh kernel)
+                timer.join()
         outcome = Outcome(source, time.monotonic() - start, outputs=cell.outputs)
         if interrupted.is_set():
             outcome.error_name, outcome.error_value = TIMED_OUT, self._too_long(timeout)

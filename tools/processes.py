@@ -19,19 +19,14 @@ def descendants() -> set[int]:
 
 
 def stop_descendants(keep: set[int] = frozenset(), timeout: float = 10) -> None:
-    """Stop this process's descendants, except the pids in `keep`."""
-    stop([p for p in psutil.Process().children(recursive=True) if p.pid not in keep], timeout)
-
-
-def stop(processes: list[psutil.Process], timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL what is still there after `timeout` seconds (a few of Ray's daemons
-    ignore SIGTERM)."""
-    for process in processes:
+    """Stop this process's descendants, except the pids in `keep`: SIGTERM, then SIGKILL."""
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in keep]
+    for process in leftovers:
         try:
             process.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    _, alive = psutil.wait_procs(leftovers, timeout=timeout)
     for process in alive:
         try:
             process.kill()

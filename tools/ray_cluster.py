@@ -13,8 +13,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
-
 from labkit.ray_settings import ENVIRONMENT
 from tools import processes
 from tools.mlflow_server import HOST, free_port
@@ -39,7 +37,7 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = Non
     yields its address (for RAY_ADDRESS). Every process it started is stopped when the block ends."""
     env = dict(os.environ if env is None else env, **ENVIRONMENT)
     env.pop("RAY_ADDRESS", None)
-    before = {process.pid for process in psutil.Process().children(recursive=True)}
+    before = processes.descendants()
     address = f"{HOST}:{free_port()}"
     # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is < 108 bytes).
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
@@ -51,6 +49,5 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = Non
             ray_start(f"--address={address}", *common, env=env)
         yield address
     finally:
-        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-        processes.stop(started, timeout=3)
+        processes.stop_descendants(keep=before, timeout=3)  # a few of Ray's daemons ignore SIGTERM
         shutil.rmtree(temp_dir, ignore_errors=True)

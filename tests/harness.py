@@ -45,10 +45,10 @@ def pytest_runtest_setup(item):
     """Before the first slow test (and before nbval starts a notebook's kernel), start the cluster."""
     if not _ray_cluster and item.get_closest_marker("slow"):
         try:
-            _ray_cluster["address"] = _session.enter_context(ray_cluster.local_cluster())
+            _ray_cluster.update(_session.enter_context(ray_cluster.local_cluster()))
         except ray_cluster.RayStartError as error:
             raise pytest.UsageError(f"The test session's Ray cluster did not start: {error}") from None
-        os.environ["RAY_ADDRESS"] = _ray_cluster["address"]
+        os.environ.update(_ray_cluster)  # its address and token, for every kernel started from now on
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,6 +1,7 @@
 """`make lab` / `make server` (tools.lab): start MLflow and Jupyter, stop both, refuse a taken port,
 reuse a running server, listen on loopback only."""
 
+import json
 import os
 import queue
 import signal
@@ -92,12 +93,26 @@ def ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
-def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
-    """As root too (CI runs as root), with Jupyter's favourite port taken, stopped as a user would."""
+def fetches_news(url: str) -> str:
+    """Whether Jupyter Lab at url (token included) fetches Jupyter's news: "none" (the default) makes it
+    ask the user in a pop-up, "true" or "false" is the answer."""
+    base, token = url.split("/lab?token=")
+    api = f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}"
+    with urllib.request.urlopen(api, timeout=10) as response:
+        settings = json.load(response)
+    return settings["settings"].get("fetchNews", settings["schema"]["properties"]["fetchNews"]["default"])
+
+
+@pytest.mark.parametrize(
+    "stop", ["Ctrl-C", pytest.param("SIGTERM", marks=pytest.mark.slow)]
+)  # fmt: skip
+def test_make_lab_starts_mlflow_and_jupyter_for_a_newcomer_and_stops_both(stop, tmp_path):
+    """As a newcomer: an empty home folder (no Ray token, no Jupyter settings), as root too (CI runs as
+    root), with Jupyter's favourite port taken; no pop-up about Jupyter's news; stopped as a user would."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     mlflow_url = f"http://127.0.0.1:{free_port()}"
+    home = tmp_path / "home"
+    home.mkdir()
     with socket.socket() as taken:  # Jupyter's first choice of port is busy: it moves on
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -106,7 +121,8 @@ def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
             "make", "--no-print-directory", "lab", f"PORT={mlflow_url.rsplit(':', 1)[1]}",
             f"LAB_ARGS=--no-browser --jupyter-port {taken_port}",
         ]  # fmt: skip
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path), PYTHONUNBUFFERED="1")
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("XDG_", "JUPYTER"))}
+        env.update(HOME=str(home), PYTHONUNBUFFERED="1")
         lab = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True, preexec_fn=ignore_sigint,
@@ -116,6 +132,7 @@ def test_make_lab_starts_mlflow_and_jupyter_and_stops_both(stop, tmp_path):
             assert f":{taken_port}/" not in url, f"{url} is the taken port"
             assert "token=" in url and answers(url), f"the printed URL does not open Jupyter: {url}"
             assert mlflow_server.probe(mlflow_url) == "mlflow"
+            assert fetches_news(url) == "false", "Jupyter Lab greets a newcomer with a pop-up about its news"
             if stop == "Ctrl-C":  # the terminal sends SIGINT to every process of the job
                 os.killpg(lab.pid, signal.SIGINT)
             else:  # `kill` of the lab process itself

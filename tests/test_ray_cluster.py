@@ -2,7 +2,6 @@
 Tune's state in the storage LAB_STORAGE_PATH names (what every node of a real cluster would mount): the
 notebook runs up to its first sweep (the cell tagged first-sweep), against a private MLflow server."""
 
-import secrets
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_node_cluster(monkeypatch):
     """A head and a second node on 127.0.0.1, one CPU each, with Ray's token authentication: every node
-    and the driver present the same secret."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
-    with ray_cluster.local_cluster(nodes=2, cpus_per_node=1) as address:
-        yield address
+    and the driver present the same secret, the cluster's own. Yields its address, with the token set."""
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)  # not the session cluster's
+    with ray_cluster.local_cluster(nodes=2, cpus_per_node=1) as join:
+        for key, value in join.items():
+            monkeypatch.setenv(key, value)
+        yield join["RAY_ADDRESS"]
 
 
 def test_the_first_sweep_runs_on_a_two_node_cluster(two_node_cluster, private_server, monkeypatch, tmp_path):

@@ -25,6 +25,9 @@ from tools import REPO, mlflow_server
 from tools.mlflow_server import HOST, ServerError
 
 DATA_DIR = REPO / ".mlflow"
+# Defaults for Jupyter Lab's settings (overrides.json): no pop-up asking to fetch Jupyter's news, no
+# update checks. A student can still change them in Settings.
+JUPYTERLAB_SETTINGS = Path(__file__).with_name("jupyterlab_settings")
 
 
 def ensure_server(port: int) -> subprocess.Popen | None:
@@ -56,6 +59,7 @@ def start_jupyter(tracking_uri: str, port: int, open_browser: bool) -> subproces
         f"--ServerApp.ip={HOST}",
         f"--ServerApp.port={port}",
         "--ServerApp.answer_yes=True",  # Ctrl-C stops the lab at once, without a y/n question
+        f"--LabApp.app_settings_dir={JUPYTERLAB_SETTINGS}",
     ]
     if not open_browser:
         command.append("--no-browser")

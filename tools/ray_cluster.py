@@ -1,12 +1,16 @@
 """Start a local Ray cluster with `ray start` and stop it by its processes' pids: the test session's
 shared cluster (tests/harness.py) and the two-node rehearsal (tests/test_ray_cluster.py).
 
+The cluster uses Ray's token authentication with a secret of its own, made for it (`ray start` refuses
+to start without a token, and a fresh machine has none in ~/.ray), unless RAY_AUTH_TOKEN is given.
+
 `ray start` launches Ray's daemons and exits; the caller must be a child subreaper
 (tools.processes.become_subreaper), so that the daemons become its descendants and can be stopped.
 """
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -34,9 +38,11 @@ def ray_start(*args: str, env: dict) -> None:
 @contextlib.contextmanager
 def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = None):
     """A Ray cluster of `nodes` nodes on 127.0.0.1, with the lab's laptop settings (labkit.ray_settings);
-    yields its address (for RAY_ADDRESS). Every process it started is stopped when the block ends."""
+    yields what a driver needs to join it: RAY_ADDRESS and Ray's token (RAY_AUTH_MODE, RAY_AUTH_TOKEN).
+    Every process it started is stopped when the block ends."""
     env = dict(os.environ if env is None else env, **ENVIRONMENT)
     env.pop("RAY_ADDRESS", None)
+    env.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     before = processes.descendants()
     address = f"{HOST}:{free_port()}"
     # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is < 108 bytes).
@@ -47,7 +53,7 @@ def local_cluster(nodes: int = 1, cpus_per_node: int = 2, env: dict | None = Non
         ray_start("--head", f"--port={port}", "--include-dashboard=false", *common, env=env)
         for _ in range(nodes - 1):
             ray_start(f"--address={address}", *common, env=env)
-        yield address
+        yield {"RAY_ADDRESS": address, **{key: env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}}
     finally:
         processes.stop_descendants(keep=before, timeout=3)  # a few of Ray's daemons ignore SIGTERM
         shutil.rmtree(temp_dir, ignore_errors=True)

@@ -258,6 +258,12 @@ class Sandbox:
                         killed.add(process.pid)
         reap_adopted(lambda process: process.pid in killed)
 
+    def run_inside(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a trusted program of the grader's where it reaches the submission's loopback (its MLflow
+        server): as the grader's user, with the grader's environment and files, from the checkout;
+        its output captured as text. (The submission's server listens on this machine's loopback.)"""
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
     def oom_kills(self) -> int:
         return self.groups.oom_kills() if self.groups else 0
 

@@ -17,7 +17,7 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
-from traitlets import List
+from traitlets import Integer, List
 
 from tools import REPO
 
@@ -75,6 +75,57 @@ class Outcome:
         return f"{self.error_name}: {self.error_value}" if self.error_name else ""
 
 
+UNCAPPED = {"status", "execute_input", "clear_output"}  # messages that carry no output of the code's
+
+
+def message_size(message: dict) -> int:
+    """About how many bytes a kernel message holds: its strings' and buffers' lengths, 8 for any other
+    value (counted without recursion: a deeply nested message is counted as well)."""
+    size, pending = 0, [message.get("content"), *message.get("buffers", [])]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str | bytes | bytearray | memoryview):
+            size += len(value)
+        elif isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple):
+            pending += value
+        else:
+            size += 8
+    return size
+
+
+def amount(size: int) -> str:
+    """A byte count for a person: 512 B, 3.2 MB, 4.0 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+class CappedNotebookClient(NotebookClient):
+    """A notebook client that keeps at most `output_limit` bytes of what a cell sends (outputs, display
+    updates, widget messages), when set: the rest is counted in `dropped`, not kept."""
+
+    output_limit = Integer(None, allow_none=True)
+
+    def start_cell(self) -> None:
+        self.kept = self.dropped = 0
+
+    def process_message(self, msg, cell, cell_index):
+        if self.output_limit is not None and msg["msg_type"] not in UNCAPPED:
+            size, room = message_size(msg), self.output_limit - self.kept
+            if size > room and msg["msg_type"] == "stream":  # the beginning of a long text is kept
+                text = msg["content"]["text"]
+                msg["content"]["text"], size = text[:room], room
+                self.dropped += len(text) - room
+            elif size > room:
+                self.dropped += size
+                return None
+            self.kept += size
+        return super().process_message(msg, cell, cell_index)
+
+
 class PrefixedKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel through a launcher: `command_prefix + kernel command`."""
 
@@ -90,7 +141,7 @@ class Kernel:
     kernel's process group gets SIGINT, as Jupyter's stop button does); if it is still running
     `interrupt_grace` seconds later, the kernel is killed and every later call says so."""
 
-    def __init__(self, client: NotebookClient, timeout: float, interrupt_grace: float, stop_processes):
+    def __init__(self, client: CappedNotebookClient, timeout: float, interrupt_grace: float, stop_processes):
         self._client, self._timeout, self._grace = client, timeout, interrupt_grace
         self._stop_processes = stop_processes or self._stop_kernel_tree
         self._reply: dict | None = None
@@ -135,6 +186,7 @@ class Kernel:
             timer.daemon = True
             timer.start()
         start = time.monotonic()
+        self._client.start_cell()
         try:
             self._client.execute_cell(cell, len(notebook.cells) - 1, store_history=store_history)
         except DeadKernelError:
@@ -144,6 +196,9 @@ class Kernel:
                 timer.cancel()
             for timer in timers:  # a kill under way ends before anything else starts (a fresh kernel)
                 timer.join()
+        if self._client.dropped:
+            note = f"... {amount(self._client.dropped)} more output not kept\n"
+            cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text=note))
         outcome = Outcome(source, time.monotonic() - start, outputs=cell.outputs)
         if interrupted.is_set():
             outcome.error_name, outcome.error_value = TIMED_OUT, self._too_long(timeout)
@@ -195,6 +250,10 @@ def kernel(
     stop_processes: Callable[[], None] | None = None,
     startup_timeout: float = 120,
     log: Path | None = None,
+    transport: str = "tcp",
+    ip: str | None = None,
+    on_start: Callable[[], None] | None = None,
+    output_limit: int | None = None,
 ):
     """A fresh kernel started in cwd (with env, else this process's environment). Yields a Kernel:
     run = ...; run(source) executes source and returns its Outcome. A piece of code may run `timeout`
@@ -202,17 +261,25 @@ def kernel(
     `command_prefix` when given (a launcher that execs the kernel command after it), with its
     connection file at `connection_file`; `stop_processes` replaces how a kill stops the kernel and
     everything it started (by default: its process tree and process group). The kernel's own output
-    (not its cells') goes to `log` when given, else to this process's."""
-    manager = PrefixedKernelManager(kernel_name="python3", command_prefix=list(command_prefix))
+    (not its cells') goes to `log` when given, else to this process's. It listens on TCP ports of the
+    loopback, or with transport="ipc" on Unix sockets named `ip`-1 to -5 (a kernel in another network
+    namespace); `on_start()` runs once it answers, before any code. With `output_limit`, each piece of
+    code keeps that many bytes of output at most, and a last line says how much more it sent."""
+    manager = PrefixedKernelManager(
+        kernel_name="python3", command_prefix=list(command_prefix), transport=transport
+    )
+    if ip is not None:
+        manager.ip = ip
     if connection_file is not None:
         manager.connection_file = str(connection_file)
-    client = NotebookClient(
+    client = CappedNotebookClient(
         nbformat.v4.new_notebook(),
         km=manager,
         timeout=None,  # Kernel's own timers interrupt, then kill
         allow_errors=True,
         startup_timeout=startup_timeout,
         resources={"metadata": {"path": str(cwd)}},
+        output_limit=output_limit,
     )
     options = {"env": env} if env is not None else {}
     with contextlib.ExitStack() as stack:
@@ -220,6 +287,8 @@ def kernel(
             output = stack.enter_context(open(log, "ab"))
             options.update(stdout=output, stderr=output)
         stack.enter_context(client.setup_kernel(cleanup_kc=True, **options))
+        if on_start is not None:
+            on_start()
         running = Kernel(client, timeout, interrupt_grace, stop_processes)
         try:
             yield running

@@ -38,12 +38,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(port: int, data_dir: Path, log_path: Path) -> subprocess.Popen:
-    """Start `mlflow server` on 127.0.0.1:port in its own process group, logging to log_path."""
+def start(
+    port: int, data_dir: Path, log_path: Path, launcher: list[str] = (), env: dict | None = None
+) -> subprocess.Popen:
+    """Start `mlflow server` on 127.0.0.1:port in its own process group, logging to log_path; through
+    `launcher` when given (a command that execs the server command after it), with `env` when given
+    (else this process's environment)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
-        str(mlflow), "server",
+        *launcher, str(mlflow), "server",
         "--host", HOST,
         "--port", str(port),
         "--workers", "1",
@@ -51,20 +55,23 @@ def start(port: int, data_dir: Path, log_path: Path) -> subprocess.Popen:
         "--artifacts-destination", str(data_dir / "artifacts"),
     ]  # fmt: skip
     # The server's job runners (eight processes, for GenAI features the lab does not use) stay off.
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = dict(os.environ if env is None else env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=data_dir, env=env
         )
 
 
-def wait_until_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: float = 90):
-    """Block until the server answers /health; raise ServerError with its log if it dies or hangs."""
+def wait_until_healthy(url: str, server: subprocess.Popen, log_path: Path, timeout: float = 90, inside=None):
+    """Block until the server answers /health; raise ServerError with its log if it dies or hangs.
+    `inside(function)`, when given, runs the probe where the server's network is (a namespace)."""
     deadline = time.monotonic() + timeout
+    check = lambda: probe(url, timeout=1)  # noqa: E731
+    answers = check if inside is None else lambda: inside(check)
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise ServerError(f"mlflow server exited with code {server.returncode}:\n{tail(log_path)}")
-        if probe(url, timeout=1) == "mlflow":
+        if answers() == "mlflow":
             return
         time.sleep(0.5)
     stop(server)

@@ -23,7 +23,7 @@ import pytest
 
 from labkit import ray_settings
 from tests.test_ray_cluster import two_node_cluster  # noqa: F401 (a fixture)
-from tools import REPO, grade
+from tools import REPO, grade, mlflow_server
 from tools.grading import cgroups, sandbox
 from tools.grading.exercise import Exercise, read_code_cells
 
@@ -561,16 +561,16 @@ def test_the_lab_exercise_untouched_or_tampering_passes_no_todo_even_when_a_serv
     submissions.mkdir()
     nbformat.write(nbformat.read(grade.REFERENCE, as_version=4), submissions / "untouched.ipynb")
     nbformat.write(lab_tampering(exercise), submissions / "tampering.ipynb")
-    start, killed = grade.submission.mlflow_server.start, []
+    start, killed = mlflow_server.start, []
 
     def start_then_kill_the_first(*args, **kwargs):
         server = start(*args, **kwargs)
         if not killed:
             killed.append(server)
-            threading.Timer(15, grade.submission.mlflow_server.stop, args=(server,)).start()
+            threading.Timer(15, mlflow_server.stop, args=(server,)).start()
         return server
 
-    monkeypatch.setattr(grade.submission.mlflow_server, "start", start_then_kill_the_first)
+    monkeypatch.setattr(mlflow_server, "start", start_then_kill_the_first)
     before = checkout_fingerprint()
     out = tmp_path / "grades.csv"
     assert grade.main([str(submissions), "--out", str(out), "--jobs", "2"]) == 0

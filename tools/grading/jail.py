@@ -1,22 +1,26 @@
-"""Start a student's kernel confined: `python -I -S jail.py CONFIG.json -- KERNEL COMMAND...`.
+"""Start a part of a submission (its kernel, its MLflow server) confined:
+`python -I -S jail.py CONFIG.json -- COMMAND...`.
 
-Run by the kernel manager in place of the kernel command (tools/grading/sandbox.py writes CONFIG),
-as the grader's user. It joins the submission's cgroups, sets its rlimits and, when the grader is
-root, gives the kernel a mount namespace of its own in which the checkout (and any folder it cannot
-see but must run Python from) is hidden under an empty tmpfs, with only the Python installation
-bound back; then it becomes the submission's user (no groups, no way back to root) and execs the
-kernel command. Standard library only: it runs before the kernel, outside the lab's environment.
+Run in place of the command (tools/grading/sandbox.py writes CONFIG), as the grader's user. It joins
+the part's cgroups and sets its rlimits; when the grader is root, it enters the submission's
+namespaces, which bubblewrap made when the sandbox was built (mount: the machine's system folders
+and Python read-only, the submission's folder, a private /tmp, /var/tmp and /dev/shm; network: a
+loopback of its own; pid; IPC), after checking that they are the ones the sandbox recorded; then it
+becomes the submission's user (no groups, no way back to root). In a pid namespace only a child can
+live, so it forks: the child execs COMMAND, this process waits for it and exits as it did (an
+interrupt, sent to the process group, is the child's; a termination is passed on). Without
+namespaces it execs COMMAND itself. Standard library only: it runs before the kernel, outside the
+lab's environment.
 """
 
 import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
-CLONE_NEWNS = 0x00020000
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
-MNT_DETACH = 0x2
+NAMESPACES = {"ipc": 0x08000000, "net": 0x40000000, "pid": 0x20000000, "mnt": 0x00020000}  # mnt last
 PR_SET_NO_NEW_PRIVS = 38
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -28,26 +32,35 @@ def checked(result: int, what: str) -> None:
         raise OSError(error, f"{what}: {os.strerror(error)}")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None):
-    encode = lambda text: text.encode() if text is not None else None  # noqa: E731
-    checked(
-        libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data)), f"mount {target}"
-    )
+def enter(holder: int, expected: dict[str, int]) -> None:
+    """Enter the namespaces of the process `holder`, each checked against the inode recorded for it (a
+    pid reused by another process would otherwise lead elsewhere)."""
+    files = {name: os.open(f"/proc/{holder}/ns/{name}", os.O_RDONLY) for name in NAMESPACES}
+    for name, fd in files.items():
+        if os.fstat(fd).st_ino != expected[name]:
+            raise RuntimeError(f"the sandbox's {name} namespace is gone (process {holder} is another)")
+    for name, flag in NAMESPACES.items():
+        checked(libc.setns(files[name], flag), f"setns {name}")
+        os.close(files[name])
 
 
-def hide(folder: str, keep: list[str], stage: str) -> None:
-    """An empty tmpfs over folder, with the paths in keep (under folder) bound back at their place."""
-    staged = []
-    for index, path in enumerate(keep):
-        spot = os.path.join(stage, str(index))
-        os.makedirs(spot, exist_ok=True)
-        mount(path, spot, None, MS_BIND | MS_REC)  # reachable once folder is covered
-        staged.append((spot, path))
-    mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-    for spot, path in staged:
-        os.makedirs(path, exist_ok=True)
-        mount(spot, path, None, MS_BIND | MS_REC)
-        checked(libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
+def wait_for(child: int) -> None:
+    """Wait for the child and exit as it did; pass a termination on to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child's, through the process group
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, lambda number, _frame: os.kill(child, number))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
 def main(argv: list[str]) -> None:
@@ -60,17 +73,20 @@ def main(argv: list[str]) -> None:
             file.write(str(os.getpid()))
     for name, value in config["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
-    uid = config.get("uid")
+    namespaces, uid = config.get("namespaces"), config.get("uid")
+    if namespaces:
+        enter(namespaces["holder"], namespaces["inodes"])
     if uid is not None:
-        checked(libc.unshare(CLONE_NEWNS), "unshare")
-        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back out
-        for folder, keep in config["hide"]:
-            hide(folder, keep, config["stage"])
-        os.chown(config["connection_file"], uid, uid)
+        for path in config.get("own", []):
+            os.chown(path, uid, uid)
         checked(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+    if namespaces:
+        child = os.fork()
+        if child:
+            wait_for(child)
     os.chdir(config["cwd"])
     os.execv(command[0], command)
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import mlflow_server
 from tools.grading.exercise import Exercise, NotANotebook, Step, read_code_cells
 from tools.grading.sandbox import Limits, Sandbox
+from tools.mlflow_server import ServerError, tail
 from tools.notebooks import KERNEL_DIED, TIMED_OUT, Outcome, kernel
 
 RESTARTS = 2  # fresh kernels a submission gets after its kernel dies, before the rest is given up
@@ -81,8 +81,8 @@ class Watchdog:
     """Stops the submission's kernel when it runs out of time or CPU, or when the grader's MLflow
     server stops under it (a failure of the grader's, not the student's)."""
 
-    def __init__(self, settings: Settings, box: Sandbox, server):
-        self.settings, self.box, self.server = settings, box, server
+    def __init__(self, settings: Settings, box: Sandbox):
+        self.settings, self.box = settings, box
         self.start, self.kernel, self.reason, self.grader_failed = time.monotonic(), None, "", False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -97,7 +97,7 @@ class Watchdog:
                 self.stop(f"the submission's time limit ({self.settings.time_limit:g} s) was reached")
             elif cpu is not None and cpu > self.settings.limits.cpu_seconds:
                 self.stop(f"the submission used more than {self.settings.limits.cpu_seconds} CPU-seconds")
-            elif self.server is not None and self.server.poll() is not None:
+            elif self.box.server_stopped():
                 self.grader_failed = True
                 self.stop("the grader's MLflow server stopped")
 
@@ -143,17 +143,11 @@ class SubmissionRun:
         self.steps, self.exercise, self.settings, self.box = steps, exercise, settings, box
         self.outcomes: dict[int, Outcome] = {}
         self.killers: set[int] = set()  # steps during which a kernel died
-        self.server, self.url, self.server_log = None, None, box.mlflow / "server.log"
 
     def run(self) -> tuple[dict[int, Outcome], list[str]]:
         if self.exercise.uses_mlflow:
-            port = mlflow_server.free_port()
-            self.url = f"http://{mlflow_server.HOST}:{port}"
-            self.server = mlflow_server.start(
-                port, self.box.mlflow, self.server_log
-            )  # starts as the kernel does
-            self.box.environment["MLFLOW_TRACKING_URI"] = self.url
-        notes, self.watchdog = [], Watchdog(self.settings, self.box, self.server)
+            self.box.start_server()  # starts as the kernel does
+        notes, self.watchdog = [], Watchdog(self.settings, self.box)
         try:
             for attempt in range(RESTARTS + 1):
                 fatal = self.in_a_fresh_kernel()
@@ -167,11 +161,10 @@ class SubmissionRun:
                     notes.append("a fresh kernel ran the cells before it again, without it, and went on")
         finally:
             self.watchdog.close()
-            if self.server is not None:
-                mlflow_server.stop(self.server)
+            self.box.stop_server()
         if self.watchdog.grader_failed:
-            tail = mlflow_server.tail(self.server_log, 5) if self.server else ""
-            raise GraderFailure(f"{self.watchdog.reason}\n{tail}".strip())
+            log = tail(self.box.server_log, 5) if self.exercise.uses_mlflow else ""
+            raise GraderFailure(f"{self.watchdog.reason}\n{log}".strip())
         if self.watchdog.reason:
             notes.append(self.watchdog.reason)
         return self.outcomes, notes
@@ -185,14 +178,13 @@ class SubmissionRun:
         oom_before = box.oom_kills()
         with kernel(
             box.work, self.settings.cell_timeout, box.env, interrupt_grace=self.settings.interrupt_grace,
-            command_prefix=box.command_prefix, connection_file=box.connection_file,
-            stop_processes=box.stop_processes, log=box.log,
+            **box.kernel_options(),
         ) as run:  # fmt: skip
             self.watchdog.kernel = run
-            if self.server is not None:
+            if self.exercise.uses_mlflow:
                 try:
-                    mlflow_server.wait_until_healthy(self.url, self.server, self.server_log)
-                except mlflow_server.ServerError as error:
+                    box.wait_for_server()
+                except ServerError as error:
                     raise GraderFailure(str(error)) from None
             for i in sorted(replay):
                 run(steps[i].source)

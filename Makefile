@@ -6,10 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+BWRAP := /usr/bin/bwrap
+# As root, the grader sandboxes each submission with bubblewrap: make grade installs it.
+SANDBOX := $(if $(filter 0,$(shell id -u)),$(BWRAP))
 SUBMISSIONS ?=
 
 .PHONY: lab server test test-quick test-full lint exercise clean-notebooks bench bench-ray bench-grade grade screenshots \
-	chromium clean-venv
+	chromium bubblewrap clean-venv
 
 lab: $(INSTALLED)
 	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
@@ -47,12 +50,12 @@ bench-ray: $(INSTALLED)
 	$(BIN)/python -m benchmarks.ray_startup $(BENCH_ARGS)
 
 # What grading costs: seconds per complete submission, a probe set with --jobs 1 and 2 (15-20 minutes).
-bench-grade: $(INSTALLED)
+bench-grade: $(INSTALLED) $(SANDBOX)
 	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
 
 # Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
 # (as root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade NAME")
-grade: $(INSTALLED)
+grade: $(INSTALLED) $(SANDBOX)
 	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 # The README's imgs/*.png, from a temporary server holding real (full-mode) runs.
@@ -65,6 +68,13 @@ chromium: $(CHROMIUM)
 $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# Debian's bubblewrap, the sandbox each graded submission runs in (Debian/Ubuntu, as root).
+bubblewrap: $(BWRAP)
+
+$(BWRAP):
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
 
 # (Re)install whenever requirements.txt or this file is newer than the last install.
 # rfc3987_syntax comes with Jupyter (jupyter-events asks for jsonschema[format-nongpl]) and costs every

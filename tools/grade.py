@@ -150,6 +150,9 @@ def main(argv=None) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     try:
         failures = grade_all(pending, found, exercise, settings, records, args.jobs)
+    except sandbox.SandboxError as error:  # before any submission: nothing graded
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, SystemExit):
         records.finish(list(found))
         print(f"\nstopped: {len(records.rows)} submission(s) recorded in {args.out}; run again to go on")

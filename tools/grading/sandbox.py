@@ -62,6 +62,10 @@ CLONE_NEWNET = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+class SandboxError(RuntimeError):
+    """The machine cannot give a submission the sandbox it should have (as root: bubblewrap's)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     memory_bytes: int = 6 << 30  # for the submission (cgroup), and for each of its processes (rlimit)
@@ -217,7 +221,7 @@ class Namespaces:
         if not written:
             self.process.wait()
             error = (folder / "bubblewrap.log").read_text(errors="replace").strip()
-            raise RuntimeError(f"bubblewrap failed: {error or f'exit status {self.process.returncode}'}")
+            raise SandboxError(f"bubblewrap failed: {error or f'exit status {self.process.returncode}'}")
         info = json.loads(written)
         self.holder = info["child-pid"]
         self.inodes = {name: info[f"{name}-namespace"] for name in self.NAMES}
@@ -225,7 +229,7 @@ class Namespaces:
         self._net = os.open(f"/proc/{self.holder}/ns/net", os.O_RDONLY)
         if os.fstat(self._net).st_ino != self.inodes["net"]:
             self.stop()
-            raise RuntimeError("bubblewrap's namespace holder exited at once")
+            raise SandboxError("bubblewrap's namespace holder exited at once")
 
     def config(self) -> dict:
         """What the jail needs to enter them."""
@@ -276,7 +280,6 @@ class Sandbox:
         self.groups: cgroups.Cgroups | None = None
         self.kernel_groups: cgroups.Cgroups | None = None
         self.namespaces: Namespaces | None = None
-        self.no_namespaces = ""  # why there are none, as root
         self.server: subprocess.Popen | None = None
         self.server_url: str | None = None
         self.kernels = 0
@@ -305,14 +308,13 @@ class Sandbox:
         self.kernel_groups = self.groups.child("kernel") if self.groups else None
         self.connection_file = self.folder / "kernel.json"
         self.log, self.server_log = self.folder / "kernel.log", self.folder / "server.log"
-        if self.root_mode:
+        if self.root_mode:  # a user id without namespaces could not even run Python from a 0700 home
             if bubblewrap() is None:
-                self.no_namespaces = "bubblewrap is not installed (make bubblewrap)"
-            else:
-                try:
-                    self.namespaces = Namespaces(self.folder)
-                except RuntimeError as error:
-                    self.no_namespaces = str(error)
+                raise SandboxError(
+                    "bubblewrap (bwrap) is not installed: as root, the grader sandboxes each submission "
+                    "with it. Install it (make bubblewrap, or apt-get install bubblewrap) and grade again."
+                )
+            self.namespaces = Namespaces(self.folder)
 
     def _own(self, folder: Path) -> None:
         """A folder of the submission's user (the grader's, when there is no such user)."""
@@ -490,12 +492,6 @@ class Sandbox:
                 "a user id of its own, in namespaces of its own (bubblewrap): the checkout and the rest "
                 "of the machine out of sight, a private /tmp and /dev/shm, a network of its own (loopback "
                 "only) shared with its MLflow server"
-            )
-        elif self.lease:
-            who = (
-                f"a user id of its own, WITHOUT namespaces ({self.no_namespaces}): it sees what any user "
-                "may read (the checkout too), shares /tmp, /dev/shm and the loopback (other submissions' "
-                "MLflow servers)"
             )
         else:
             why = "on a Ray cluster, the kernel must reach it" if self.on_cluster else "not root"

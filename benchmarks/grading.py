@@ -1,5 +1,6 @@
-"""What grading costs: seconds per complete submission, and the wall time of a probe set of six
-submissions graded with --jobs 1 and --jobs 2, through `make grade`'s own code (tools/grade.py).
+"""What grading costs: seconds per complete submission graded alone (--jobs 1) and two side by side
+(--jobs 2), and the wall time of a probe set of six submissions graded with --jobs 1 and --jobs 2,
+through `make grade`'s own code (tools/grade.py).
 
     make bench-grade                                   # the lab's exercise, 3 repeats
     python -m benchmarks.grading --repeats 5 --skip-probe-set
@@ -63,9 +64,11 @@ def probe_set(exercise_path: Path, solution_path: Path) -> dict[str, nbformat.No
     }
 
 
-def timed_grading(folder: Path, notebooks: dict, jobs: int, reference: Path) -> tuple[float, list[float]]:
-    """Seconds to grade the notebooks in a fresh folder with --jobs jobs, and the CPU-seconds each
-    submission used (from grades_summary.csv; none where the machine has no cgroups to count them)."""
+def timed_grading(
+    folder: Path, notebooks: dict, jobs: int, reference: Path
+) -> tuple[float, list[float], list[float]]:
+    """Seconds to grade the notebooks in a fresh folder with --jobs jobs, and the seconds and CPU-seconds
+    each submission took (from grades_summary.csv; no CPU-seconds where no cgroups count them)."""
     folder.mkdir(parents=True)
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
@@ -76,8 +79,9 @@ def timed_grading(folder: Path, notebooks: dict, jobs: int, reference: Path) -> 
     if status != 0:
         raise SystemExit(f"grading {folder} failed (exit status {status})")
     with open(folder.parent / f"{folder.name}_summary.csv", newline="") as summary:
-        cpu = [float(row["cpu_seconds"]) for row in csv.DictReader(summary) if row["cpu_seconds"]]
-    return seconds, cpu
+        rows = list(csv.DictReader(summary))
+    each = [float(row["seconds"]) for row in rows]
+    return seconds, each, [float(row["cpu_seconds"]) for row in rows if row["cpu_seconds"]]
 
 
 def main(argv=None) -> int:
@@ -94,14 +98,20 @@ def main(argv=None) -> int:
             timed_grading(work / f"complete{i}", {"complete": probes["complete"]}, 1, args.reference)
             for i in range(args.repeats)
         ]
-        seconds, cpu = [wall for wall, _ in runs], [used for _, each in runs for used in each]
+        seconds, cpu = [wall for wall, _, _ in runs], [used for _, _, each in runs for used in each]
         print(f"complete submission: {statistics.median(seconds):.0f} s (median of {args.repeats}; "
               f"each: {', '.join(f'{s:.0f}' for s in seconds)})", flush=True)  # fmt: skip
         if cpu:
             print(f"  CPU-seconds of its processes: {statistics.median(cpu):.0f} (median)", flush=True)
+        pair = {"complete_a": probes["complete"], "complete_b": probes["complete"]}
+        runs = [timed_grading(work / f"pair{i}", pair, 2, args.reference) for i in range(args.repeats)]
+        seconds, walls = [statistics.mean(each) for _, each, _ in runs], [wall for wall, _, _ in runs]
+        print(f"two complete submissions side by side (--jobs 2): {statistics.median(seconds):.0f} s each "
+              f"(median of {args.repeats}; each pair's mean: {', '.join(f'{s:.0f}' for s in seconds)}; "
+              f"both graded in {statistics.median(walls):.0f} s)", flush=True)  # fmt: skip
         if not args.skip_probe_set:
             for jobs in (1, 2):
-                seconds, _ = timed_grading(work / f"probes{jobs}", probes, jobs, args.reference)
+                seconds, _, _ = timed_grading(work / f"probes{jobs}", probes, jobs, args.reference)
                 print(f"probe set of {len(probes)}, --jobs {jobs}: {seconds:.0f} s", flush=True)
     return 0
 

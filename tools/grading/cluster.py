@@ -22,6 +22,7 @@ import ray
 import tools
 from tools.grading.exercise import Exercise
 from tools.grading.records import progress
+from tools.grading.sandbox import Sandbox
 from tools.grading.submission import GraderFailure, Result, Settings
 
 # What the kernel needs to join the cluster: its address, and Ray's token authentication if it is on.
@@ -55,6 +56,8 @@ def grade_all(pending, found, exercise, settings, records) -> int:
             f"({nodes} node(s))",
             flush=True,
         )
+        confinement = Sandbox.confinement(settings.limits, own_user=False)
+        print(f"each submission runs as {confinement} (as on this machine, on each node)", flush=True)
         task = grade_on_a_node.options(memory=settings.limits.memory_bytes, scheduling_strategy="SPREAD")
         running = {
             task.remote(name, found[name][0].read_bytes(), exercise, settings): name for name in pending

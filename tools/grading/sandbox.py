@@ -213,7 +213,7 @@ class Namespaces:
         with open(folder / "bubblewrap.log", "wb") as log:
             self.process = subprocess.Popen(
                 [*command, "--info-fd", str(write), "--", "sleep", "infinity"], pass_fds=(write,),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={"PATH": PATH},
             )  # fmt: skip
         os.close(write)
         with os.fdopen(read, "rb") as info:
@@ -494,7 +494,11 @@ class Sandbox:
                 "only) shared with its MLflow server"
             )
         else:
-            why = "on a Ray cluster, the kernel must reach it" if self.on_cluster else "not root"
+            why = (
+                "on a Ray cluster: the kernel must reach the cluster's sockets"
+                if self.on_cluster
+                else "not root"
+            )
             who = (
                 f"the grader's user ({why}): no user id or namespaces of its own, it reads what the "
                 "grader may, shares /tmp, /dev/shm and the loopback"

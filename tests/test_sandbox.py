@@ -202,21 +202,45 @@ def test_a_cell_keeps_the_beginning_of_its_output_and_counts_the_rest(tmp_path):
             assert re.fullmatch(rf"\.\.\. [\d.]+ {more} more output not kept\n", note), note
 
 
+KEYS = """\
+import ctypes, json, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ADD_KEY, KEYCTL = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+KEYRINGS = {"session": -3, "user": -4, "user session": -5}
+if sys.argv[1] == "leave":
+    for place in ("/tmp", "/var/tmp", "/dev/shm"):
+        with open(f"{place}/note", "w") as file:
+            file.write("left")
+    for name, keyring in KEYRINGS.items():
+        assert libc.syscall(ADD_KEY, b"user", b"note", b"left", 4, keyring) > 0, name
+    subprocess.Popen(["sleep", "600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+else:
+    print(json.dumps({
+        "files": [place for place in ("/tmp", "/var/tmp", "/dev/shm") if os.path.exists(f"{place}/note")],
+        "keys": [name for name, keyring in KEYRINGS.items()
+                 if libc.syscall(KEYCTL, 10, keyring, b"user", b"note", 0) > 0],  # KEYCTL_SEARCH
+    }))
+"""
+
+
 @needs_namespaces
-def test_what_a_submission_leaves_in_tmp_and_shared_memory_does_not_reach_the_next():
-    """The next submission (the same user id, when no other grader holds it) finds none of it; and
-    leaving the sandbox ends its namespaces and processes and removes its cgroups and folder."""
-    leave = "for place in /tmp /var/tmp /dev/shm; do echo left > $place/note; done; sleep 600 >&- 2>&- &"
+def test_what_a_submission_leaves_in_tmp_shared_memory_or_keyrings_does_not_reach_the_next():
+    """What it leaves in /tmp, /var/tmp, /dev/shm and the kernel's keyrings (which outlive a user's
+    processes): its next process finds no key, the next submission (the same user id, when no other
+    grader holds it) neither key nor file. Leaving the sandbox ends its namespaces and processes and
+    removes its cgroups and folder."""
     with Sandbox(LabCode({}), LIMITS, {}) as box:
-        assert confined(box, "/bin/sh", "-c", leave, timeout=30).returncode == 0
+        assert confined(box, sys.executable, "-c", KEYS, "leave", timeout=30).returncode == 0
+        later = json.loads(confined(box, sys.executable, "-c", KEYS, "look", timeout=30).stdout)
         processes = [psutil.Process(box.namespaces.holder), *box.lease.processes()]
         assert any(process.name() == "sleep" for process in processes)
         groups = box.groups.folders()
+    assert later == {"files": ["/tmp", "/var/tmp", "/dev/shm"], "keys": []}
     assert not any(process.is_running() for process in processes)
     assert not box.folder.exists() and not any(group.exists() for group in groups)
     with Sandbox(LabCode({}), LIMITS, {}) as box:
-        found = confined(box, "/bin/sh", "-c", "ls -A /tmp /var/tmp /dev/shm", timeout=30)
-    assert found.stdout.split() == ["/dev/shm:", "/tmp:", box.folder.name, "/var/tmp:"], found
+        found = json.loads(confined(box, sys.executable, "-c", KEYS, "look", timeout=30).stdout)
+    assert found == {"files": [], "keys": []}
 
 
 @needs_namespaces

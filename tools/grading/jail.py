@@ -6,7 +6,9 @@ the part's cgroups and sets its rlimits; when the grader is root, it enters the 
 namespaces, which bubblewrap made when the sandbox was built (mount: the machine's system folders
 and Python read-only, the submission's folder, a private /tmp, /var/tmp and /dev/shm; network: a
 loopback of its own; pid; IPC), after checking that they are the ones the sandbox recorded; then it
-becomes the submission's user (no groups, no way back to root). In a pid namespace only a child can
+becomes the submission's user (no groups, no way back to root), with a session keyring of its own and
+that user's kernel keyrings emptied (they outlive its processes: the next submission leased the same
+user id would find what this one left there). In a pid namespace only a child can
 live, so it forks: the child execs COMMAND, this process waits for it and exits as it did (an
 interrupt, sent to the process group, is the child's; a termination is passed on). Without
 namespaces it execs COMMAND itself. Standard library only: it runs before the kernel, outside the
@@ -22,6 +24,9 @@ import sys
 
 NAMESPACES = {"ipc": 0x08000000, "net": 0x40000000, "pid": 0x20000000, "mnt": 0x00020000}  # mnt last
 PR_SET_NO_NEW_PRIVS = 38
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)  # keyctl(2), no libc wrapper
+KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_CLEAR, KEYCTL_GET_PERSISTENT = 1, 7, 22
+USER_KEYRING, USER_SESSION_KEYRING, PROCESS_KEYRING = -4, -5, -2
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -42,6 +47,17 @@ def enter(holder: int, expected: dict[str, int]) -> None:
     for name, flag in NAMESPACES.items():
         checked(libc.setns(files[name], flag), f"setns {name}")
         os.close(files[name])
+
+
+def fresh_keyrings() -> None:
+    """A new session keyring (not the grader's), and the user's own keyrings (user, user session,
+    persistent; where the kernel has them) emptied."""
+    if SYS_KEYCTL is None:
+        return
+    libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
+    persistent = libc.syscall(SYS_KEYCTL, KEYCTL_GET_PERSISTENT, -1, PROCESS_KEYRING)
+    for keyring in (USER_KEYRING, USER_SESSION_KEYRING, *([persistent] if persistent > 0 else [])):
+        libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, keyring)
 
 
 def wait_for(child: int) -> None:
@@ -83,6 +99,7 @@ def main(argv: list[str]) -> None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
+        fresh_keyrings()
     if namespaces:
         child = os.fork()
         if child:

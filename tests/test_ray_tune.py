@@ -109,18 +109,28 @@ def test_the_generator_refuses_a_solution_with_wrong_tags_or_points(cells, messa
         make_exercise.make_exercise(small_solution(*cells))
 
 
-def test_no_answer_ships_in_the_self_check_modules():
-    """No line of a solution region appears in labkit/tuning_checks.py or tuning_judges.py, which every
-    student imports."""
-    modules = (labkit.tuning_checks, labkit.tuning_judges)
-    checks = re.sub(r"\s+", "", "".join(inspect.getsource(module) for module in modules))
+def answer_lines() -> list[tuple[str, str]]:
+    """(line, the line without spaces or comment) of every SOLUTION region, long enough to tell."""
+    lines = []
     for todo, _ in make_exercise.todo_pairs(SOLUTION):
         [region] = make_exercise.REGION.finditer(SOLUTION.cells[todo].source)
         for line in region[0].splitlines()[1:-1]:
             code = re.sub(r"\s+", "", line.split("#")[0])
-            assert len(code) < 12 or code not in checks, (
-                f"the self-checks hold the answer line {line.strip()!r}"
-            )
+            if len(code) >= 12:
+                lines.append((line.strip(), code))
+    return lines
+
+
+def test_no_answer_ships_in_the_self_check_modules_or_another_cell():
+    """No line of a solution region appears in labkit/tuning_checks.py or tuning_judges.py, which every
+    student imports, nor in any cell of the exercise (a demonstration that spells out a TODO's line)."""
+    modules = (labkit.tuning_checks, labkit.tuning_judges)
+    checks = re.sub(r"\s+", "", "".join(inspect.getsource(module) for module in modules))
+    exercise = nbformat.read(make_exercise.EXERCISE, as_version=4)
+    cells = re.sub(r"\s+", "", "".join(cell.source for cell in exercise.cells))
+    for line, code in answer_lines():
+        assert code not in checks, f"the self-checks hold the answer line {line!r}"
+        assert code not in cells, f"the exercise holds the answer line {line!r}"
 
 
 def test_every_todo_has_at_least_three_wrong_answers_and_a_right_one_written_another_way():

@@ -20,15 +20,18 @@ lab: $(INSTALLED)
 server: $(INSTALLED)
 	$(BIN)/python -m tools.lab server --port $(PORT)
 
+# Two workers side by side (pytest-xdist), each with its own MLflow server and Ray cluster.
+TEST_WORKERS ?= 2
+
 test: $(INSTALLED) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The quick tier while editing (about a minute): no notebook, sweep or model server.
 test-quick: $(INSTALLED) lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow"
 
 test-full: $(INSTALLED) lint
-	SMOKE_TEST=0 $(BIN)/pytest
+	SMOKE_TEST=0 $(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

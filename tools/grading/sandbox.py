@@ -9,6 +9,7 @@ kernel and its MLflow server and nothing else.
       t/           TMPDIR: Ray's sockets and logs too
       mlflow/      its MLflow server's database and artifacts
       ipc<n>/      the sockets of its n-th kernel (the grader's once the kernel listens on them)
+      observations/  where the self-checks write what they observed (LAB_OBSERVATIONS)
       lab/         a copy of the lab code the notebook imports (PYTHONPATH), read-only to it
 
 As root (`sudo make grade`, CI), the kernel and the server run through tools/grading/jail.py as a
@@ -46,7 +47,7 @@ import psutil
 
 from labkit import ray_settings
 from tools import REPO, mlflow_server
-from tools.grading import cgroups
+from tools.grading import cgroups, judging
 from tools.grading.exercise import LabCode
 
 JAIL = Path(__file__).with_name("jail.py")
@@ -299,10 +300,11 @@ class Sandbox:
         self.folder.chmod(0o711)
         self.home, self.work, self.tmp = self.folder / "home", self.folder / "work", self.folder / "t"
         self.lab_folder, self.mlflow = self.folder / "lab", self.folder / "mlflow"
+        self.observations = self.folder / "observations"
         self.lab.write(self.lab_folder)  # read-only to the submission
         if self.root_mode:
             self.lease = UidLease()
-        for folder in (self.home, self.work, self.tmp, self.mlflow):
+        for folder in (self.home, self.work, self.tmp, self.mlflow, self.observations):
             self._own(folder)
         self.groups = cgroups.Cgroups.create(name, self.limits.memory_bytes, self.limits.tasks)
         self.kernel_groups = self.groups.child("kernel") if self.groups else None
@@ -355,6 +357,7 @@ class Sandbox:
             "USER": "student",  # getpass.getuser(), for a user id without a passwd entry
             "LOGNAME": "student",
             "PYTHONPATH": str(self.lab_folder),
+            judging.VARIABLE: str(self.observations),
             "RAY_USAGE_STATS_ENABLED": "0",
             **ray_settings.ENVIRONMENT,  # the lab's Ray settings, as `make lab` gives them
             # Ray sizes its object store (shared memory, charged to the submission) as 30% of the
@@ -446,13 +449,17 @@ class Sandbox:
         if self.server is not None:
             mlflow_server.stop(self.server)
 
-    def run_inside(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    def run_inside(
+        self, argv: list[str], timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run a trusted program of the grader's where it reaches the submission's loopback (its MLflow
         server): in the submission's network namespace only, as the grader's user, with the grader's
-        environment and files, from the checkout; its output captured as text."""
+        environment and files, from the checkout; `input` on its stdin, its output captured as text."""
 
         def run() -> subprocess.CompletedProcess:
-            return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(
+                argv, cwd=REPO, input=input, capture_output=True, text=True, timeout=timeout
+            )
 
         return self.namespaces.in_network(run) if self.namespaces else run()
 

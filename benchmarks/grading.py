@@ -70,12 +70,12 @@ def timed_grading(folder: Path, notebooks: dict, jobs: int, reference: Path) -> 
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
     start = time.monotonic()
-    out = folder.parent / f"{folder.name}.csv"
+    out = folder.parent / f"{folder.name}-grades"
     status = grade.main([str(folder), "--out", str(out), "--jobs", str(jobs), "--reference", str(reference)])
     seconds = time.monotonic() - start
     if status != 0:
         raise SystemExit(f"grading {folder} failed (exit status {status})")
-    with open(folder.parent / f"{folder.name}_summary.csv", newline="") as summary:
+    with open(out / "grades_summary.csv", newline="") as summary:
         cpu = [float(row["cpu_seconds"]) for row in csv.DictReader(summary) if row["cpu_seconds"]]
     return seconds, cpu
 

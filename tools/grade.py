@@ -145,7 +145,8 @@ def print_table(records: Records, found: list[Submission], graded_now: set[str])
                 print(f"  {name}: {'; '.join(flagged[name])}")
 
 
-def main(argv=None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """make grade's options (`--help`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", metavar="SUBMISSION", help="notebooks, or folders of them")
     parser.add_argument("--out", type=Path, default=Path("grades"), help="the folder for grades and feedback")
@@ -168,7 +169,11 @@ def main(argv=None) -> int:
         help="its solution, to flag identical code (default: <reference>_solution.ipynb)",
     )
     parser.add_argument("--lab-root", type=Path, default=REPO, help="where the lab code it imports lives")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = arguments().parse_args(argv)
     try:
         exercise = Exercise(args.reference, args.lab_root)
         if not exercise.todos:

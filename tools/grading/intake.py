@@ -12,7 +12,7 @@ in front (`section1__alice`), then a number (`alice-2`).
 
 Reading refuses, with a reason that becomes the submission's row: a symbolic link (inside a folder
 or given by name; only a folder given by name is followed), anything that is not a regular file (a
-FIFO, a device, a folder named `x.ipynb`), an empty or too large file, and anything that is not a
+FIFO, a device), an empty or too large file, and anything that is not a
 notebook of this exercise (not JSON, JSON of another shape, a notebook with none of the exercise's
 TODO cells). Such a submission gets 0 points and the status "unreadable", recorded once.
 """
@@ -155,7 +155,7 @@ def refusal(path: Path) -> str:
     except OSError as error:
         return f"refused: {error.strerror.lower()}"
     if stat.S_ISLNK(mode):
-        return f"refused: a symbolic link (to {os.readlink(path)}), not a file: submit the notebook itself"
+        return "refused: a symbolic link, not a file: submit the notebook itself"
     if not stat.S_ISREG(mode):
         return f"refused: not a regular file but {kind(mode)}"
     return ""

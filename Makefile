@@ -1,5 +1,5 @@
 # Two commands: `make lab` (set up, start MLflow + Jupyter Lab) and `make test` (the whole suite).
-# The others are tools: each runs one way, from here.
+# The others are tools: each runs one way, from here. `make help` lists them all.
 PYTHON ?= python3
 PORT ?= 8080
 VENV := .venv
@@ -7,26 +7,37 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUBMISSIONS ?=
+HANDOUT ?= handout
 
-.PHONY: lab server test test-quick test-full lint exercise clean-notebooks bench bench-ray bench-grade grade screenshots \
-	chromium clean-venv
+.PHONY: lab server help test test-quick test-full lint exercise clean-notebooks handout grade bench bench-ray \
+	bench-grade screenshots chromium clean-venv
 
+# Set up .venv the first time, start the MLflow server (PORT=8080) and Jupyter Lab; Ctrl-C stops both.
 lab: $(INSTALLED)
 	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
 
+# Start only the MLflow tracking server (PORT=8080), until Ctrl-C.
 server: $(INSTALLED)
 	$(BIN)/python -m tools.lab server --port $(PORT)
 
+# List the targets, a line each (from the comment above each one).
+help:
+	@awk '/^# /{if (!doc) doc = substr($$0, 3); next} /^[a-z][a-z-]*:/{if (doc) \
+		printf "  make %-16s %s\n", substr($$1, 1, length($$1) - 1), doc} {doc = ""}' $(firstword $(MAKEFILE_LIST))
+
+# Lint, then the whole suite in smoke mode (about 8 minutes on 2 cores).
 test: $(INSTALLED) lint
 	$(BIN)/pytest
 
-# The quick tier while editing (about a minute): no notebook, sweep or model server.
+# Lint, then the quick tier while editing (about a minute): no notebook, sweep or model server.
 test-quick: $(INSTALLED) lint
 	$(BIN)/pytest -m "not slow"
 
+# Lint, then the whole suite with SMOKE_TEST=0: the full budgets students run.
 test-full: $(INSTALLED) lint
 	SMOKE_TEST=0 $(BIN)/pytest
 
+# ruff on the code and the notebooks.
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
@@ -37,6 +48,15 @@ exercise: $(INSTALLED)
 # Strip outputs and execution counts from the notebooks before committing.
 clean-notebooks: $(INSTALLED)
 	$(BIN)/python -m tools.clean_notebooks
+
+# The folder to give students for a graded class (HANDOUT=handout): the exercise, no solution or answers.
+handout: $(INSTALLED)
+	$(BIN)/python -m tools.handout $(HANDOUT)
+
+# Grade students' notebooks into grades/: make grade SUBMISSIONS=folder/ (a folder or file per student)
+# As root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade bob".
+grade: $(INSTALLED)
+	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 # What tracking each Ray Tune trial in MLflow costs (a few minutes).
 bench: $(INSTALLED)
@@ -50,10 +70,6 @@ bench-ray: $(INSTALLED)
 bench-grade: $(INSTALLED)
 	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
 
-# Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
-# (as root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade NAME")
-grade: $(INSTALLED)
-	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 # The README's imgs/*.png, from a temporary server holding real (full-mode) runs.
 screenshots: $(INSTALLED) $(CHROMIUM)
@@ -77,5 +93,6 @@ $(INSTALLED): requirements.txt Makefile
 	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	touch $@
 
+# Remove .venv: the next make installs it afresh.
 clean-venv:
 	rm -rf $(VENV)

@@ -130,7 +130,7 @@ def test_a_file_that_is_no_notebook_of_this_exercise_gets_0_points_says_why(clas
 
 def test_the_output_stays_in_its_folder_and_the_symlinked_solution_earns_nothing(class_graded):
     out = class_graded["out"]
-    assert sorted(path.name for path in out.iterdir()) == [
+    assert sorted(path.name for path in out.iterdir() if path.name != ".lock") == [
         "export.csv", "feedback", "grades.csv", "grades_summary.csv", "history", "history.csv",
         "similarity.csv",
     ]  # fmt: skip
@@ -190,6 +190,12 @@ def test_regrade_refuses_what_names_no_student_and_lists_the_labels(class_graded
     assert grade.main([*class_graded["command"], "--regrade", "exercise"]) == 2  # every file's name
     error = capsys.readouterr().err
     assert "--regrade exercise: no such student" in error and "alice, bob" in error
+
+
+def test_a_second_run_into_the_same_output_folder_is_refused_while_one_runs(class_graded, capsys):
+    with grade.one_run_at_a_time(class_graded["out"]):
+        assert grade.main(class_graded["command"]) == 2
+    assert "another grading run is writing into" in capsys.readouterr().err
 
 
 def test_the_default_output_folder_is_grades_and_git_ignored():

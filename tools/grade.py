@@ -24,6 +24,8 @@ goes on from there), 2 when there is nothing to grade, 3 when some submission co
 """
 
 import argparse
+import contextlib
+import fcntl
 import os
 import signal
 import sys
@@ -174,6 +176,7 @@ def arguments() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = arguments().parse_args(argv)
+    exclusive = contextlib.ExitStack()
     try:
         exercise = Exercise(args.reference, args.lab_root)
         if not exercise.todos:
@@ -185,15 +188,41 @@ def main(argv=None) -> int:
         if unknown:
             labels = ", ".join(s.label for s in found[:10]) + (", ..." if len(found) > 10 else "")
             raise UsageError(f"--regrade {unknown[0]}: no such student among those given ({labels})")
+        exclusive.enter_context(one_run_at_a_time(args.out))
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    with exclusive:
+        if solution is None:
+            print(
+                f"no solution next to {args.reference}: TODOs are compared between students only (--solution)"
+            )
+        records = Records(
+            args.out, [todo.name for todo in exercise.todos], exercise.max_points, codes.solution
+        )
+        return grade_and_report(args, exercise, codes, found, records)
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(folder: Path):
+    """Hold the output folder's lock: two runs writing the same records would lose grades."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"another grading run is writing into {folder}/: wait for it, or --out elsewhere"
+            ) from None
+        yield
+
+
+def grade_and_report(
+    args, exercise: Exercise, codes: TodoCode, found: list[Submission], records: Records
+) -> int:
+    """Read every submission in, grade those not graded yet, print the table; the exit status."""
     limits = Limits(memory_bytes=int(args.memory * 2**30), tasks=args.tasks, cpu_seconds=int(args.time_limit))
     settings = Settings(not args.full, args.cell_timeout, args.time_limit, args.interrupt_grace, limits)
-    todos = [todo.name for todo in exercise.todos]
-    records = Records(args.out, todos, exercise.max_points, codes.solution)
-    if solution is None:
-        print(f"no solution next to {args.reference}: TODOs are compared between students only (--solution)")
     # The files are read once, into a folder of the grader's own: what is graded is what was hashed.
     with tempfile.TemporaryDirectory(prefix=f"{sandbox.PREFIX}{os.getpid()}-intake-") as copies:
         pending, skipped = [], set()

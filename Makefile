@@ -66,7 +66,7 @@ bench: $(INSTALLED)
 bench-ray: $(INSTALLED)
 	$(BIN)/python -m benchmarks.ray_startup $(BENCH_ARGS)
 
-# What grading costs: seconds per complete submission, a probe set with --jobs 1 and 2 (15-20 minutes).
+# What grading costs: seconds per complete submission with --jobs 1 and 2, and for more cores (~10 minutes).
 bench-grade: $(INSTALLED)
 	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
 

@@ -24,25 +24,70 @@ import pytest
 from labkit import ray_settings
 from tests.test_ray_cluster import two_node_cluster  # noqa: F401 (a fixture)
 from tools import REPO, grade
-from tools.grading import cgroups, sandbox
+from tools.grading import cgroups, judging, sandbox
 from tools.grading.exercise import Exercise, read_code_cells
 
 CHECKS = '''\
-"""The self-checks of the synthetic exercise."""
+"""The self-checks of the synthetic exercise, in the grader's protocol (tools/grading/judging.py):
+each observes in the kernel and writes what it saw; its judge, in JUDGES, says what is wrong."""
+
+import json
+import os
+
+
+def plain(value):
+    """value as JSON holds it: None, a number or a string stays, anything else becomes its repr."""
+    kept = value is None or isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    return value if kept else repr(value)
+
+
+def emit(name, observed):
+    folder = os.environ.get("LAB_OBSERVATIONS")
+    if folder:
+        with open(os.path.join(folder, name + ".json"), "w") as file:
+            json.dump(observed, file)
+    print(JUDGES[name](observed, None))
 
 
 def answer(value):
-    assert value == 42, f"answer should be 42, not {value!r}"
+    emit("answer", {"value": plain(value)})
 
 
 def double(function):
-    assert function(3) == 6, f"double(3) should be 6, not {function(3)!r}"
+    try:
+        observed = {"of_3": plain(function(3))}
+    except Exception as error:
+        observed = {"raised": f"{type(error).__name__}: {error}"}
+    emit("double", observed)
 
 
 def greeting(path):
-    with open(path) as file:
-        text = file.read()
-    assert text == "hi", f"greeting.txt should say hi, not {text!r}"
+    try:
+        with open(path) as file:
+            observed = {"text": file.read()}
+    except OSError as error:
+        observed = {"raised": f"{type(error).__name__}: {error}"}
+    emit("greeting", observed)
+
+
+def judge_answer(observed, server):
+    assert observed["value"] == 42, f"answer should be 42, not {observed['value']!r}"
+    return "OK: the answer"
+
+
+def judge_double(observed, server):
+    assert "raised" not in observed, f"double(3) raised {observed.get('raised')}"
+    assert observed["of_3"] == 6, f"double(3) should be 6, not {observed['of_3']!r}"
+    return "OK: double"
+
+
+def judge_greeting(observed, server):
+    assert "raised" not in observed, f"greeting.txt could not be read ({observed.get('raised')})"
+    assert observed["text"] == "hi", f"greeting.txt should say hi, not {observed['text']!r}"
+    return "OK: greeting.txt"
+
+
+JUDGES = {"answer": judge_answer, "double": judge_double, "greeting": judge_greeting}
 '''
 EXERCISE = [  # (tags, source): a setup cell, three TODOs with their self-checks, cells grading skips
     ([], "import time\nimport quizlab.checks as check"),
@@ -134,6 +179,7 @@ TAMPERING = {  # every TODO left unsolved; each tries to pass its self-check ano
         importlib.reload(check)"""),
 }
 GIVEN = {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "PYTHONPATH", "LANG", "SMOKE_TEST", sandbox.MARKER}
+GIVEN |= {judging.VARIABLE}
 GIVEN |= {"RAY_USAGE_STATS_ENABLED", "RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", *ray_settings.ENVIRONMENT}
 KERNEL_SETS = {"JPY_PARENT_PID", "CLICOLOR", "CLICOLOR_FORCE", "FORCE_COLOR", "PAGER", "GIT_PAGER", "TERM"}
 KERNEL_SETS |= {"MPLBACKEND", "PYDEVD_USE_FRAME_EVAL"}  # Jupyter's launcher and ipykernel set these
@@ -181,6 +227,44 @@ SUBMISSIONS = {  # file name -> notebook, or raw text for a file that is not one
     "10_broken.ipynb": '{"cells": [ this is not JSON',
     "11_snooping.ipynb": make_notebook(SNOOPING),
 }
+FAKING = {  # each, in the first TODO cell of an untouched exercise, fakes passes inside the kernel
+    "an IPython hook that clears each cell's error": dedent("""\
+        get_ipython().events.register("post_run_cell", lambda result: setattr(result, "error_in_exec", None))
+        """),
+    "a shadowed globals() and a check whose every function passes": dedent("""\
+        class Passes:
+            def __getattr__(self, name):
+                return lambda *args, **kwargs: print("OK")
+        check = Passes()
+        def globals():
+            return {"check": check}
+        """),
+    "a replaced AssertionError": dedent("""\
+        import builtins
+        builtins.AssertionError = type("NeverRaised", (Exception,), {})
+        """),
+    "a trace function that jumps over every judge's assertions": dedent("""\
+        import sys
+        def skip_to_the_return(frame, event, arg):
+            if not frame.f_code.co_name.startswith("judge"):
+                return None
+            last = max(line for _, _, line in frame.f_code.co_lines() if line)  # the judge's return
+            if event == "line" and frame.f_lineno < last:
+                frame.f_lineno = last
+            return skip_to_the_return
+        sys.settrace(skip_to_the_return)
+        """),
+    "answers equal to anything": dedent("""\
+        class Yes:
+            def __eq__(self, other):
+                return True
+        answer = Yes()
+        def double(x):
+            return Yes()
+        """),
+}
+for number, code in enumerate(FAKING.values(), 14):
+    SUBMISSIONS[f"{number}_faking.ipynb"] = make_notebook({"todo-1": code})
 BOMBS = {  # graded apart, with time enough for the machine to run out of memory
     "12_memory_bomb.ipynb": make_notebook({**SOLUTION, "todo-2": MEMORY_BOMB}),
     "13_fork_loop.ipynb": make_notebook({**SOLUTION, "todo-3": FORK_LOOP}),
@@ -335,7 +419,7 @@ def test_the_untouched_exercise_passes_none_and_says_what_to_do(graded):
 def test_a_wrong_answer_fails_that_todo_only_with_the_checks_message(graded):
     assert results(graded, "04_wrong_double.ipynb") == {
         "todo-1": (True, ""),
-        "todo-2": (False, "self-check: AssertionError: double(3) should be 6, not 5"),
+        "todo-2": (False, "self-check: double(3) should be 6, not 5"),
         "todo-3": (True, ""),
     }
 
@@ -352,14 +436,24 @@ def test_a_notebook_that_fails_schema_validation_but_reads_is_graded(graded):
     assert results(graded, "12_schema_invalid.ipynb") == ALL_PASS
 
 
+def test_faking_a_pass_in_the_kernel_earns_nothing(graded):
+    """The verdicts are judged in the grader's process on what the checks observed: an IPython hook, a
+    shadowed globals(), a replaced AssertionError, sys.settrace or an object equal to anything, each in
+    an otherwise untouched exercise, pass no TODO."""
+    for number, attack in enumerate(FAKING, 14):
+        faked = results(graded, f"{number}_faking.ipynb")
+        assert len(faked) == 3 and not any(passed for passed, _ in faked.values()), f"{attack}: {faked}"
+
+
 def test_tampering_with_the_checks_passes_no_todo_and_changes_nothing_outside(graded):
     tampering = results(graded, "02_tampering.ipynb")
     assert tampering == {
-        "todo-1": (False, "self-check: AssertionError: answer should be 42, not None"),
-        "todo-2": (False, "self-check: AssertionError: double(3) should be 6, not 3"),
+        "todo-1": (False, "self-check: answer should be 42, not None"),
+        "todo-2": (False, "self-check: double(3) should be 6, not 3"),
         "todo-3": (
             False,
-            "self-check: FileNotFoundError: [Errno 2] No such file or directory: 'greeting.txt'",
+            "self-check: greeting.txt could not be read (FileNotFoundError: [Errno 2] No such file or "
+            "directory: 'greeting.txt')",
         ),
     }
     assert graded["lab_unchanged"], "the grader's copy of the check module was changed"
@@ -439,7 +533,7 @@ def test_a_summary_row_and_a_feedback_file_per_submission(graded):
     assert summary["04_wrong_double.ipynb"]["points"] == "2"
     feedback = (graded["folder"] / "feedback" / "04_wrong_double.md").read_text()
     assert "**2 / 4 points**" in feedback
-    assert "`self-check: AssertionError: double(3) should be 6, not 5`" in feedback
+    assert "`self-check: double(3) should be 6, not 5`" in feedback
     assert "hint: return twice x" in feedback
 
 
@@ -545,20 +639,60 @@ def lab_tampering(exercise: Exercise) -> nbformat.NotebookNode:
     return notebook
 
 
+LAB_FAKING = {  # each in the first TODO cell of the lab's exercise, untouched otherwise
+    "numpy_patched": dedent("""\
+        import numpy
+        numpy.histogram = lambda values, bins, range=None: (numpy.full(bins, len(values) / bins), None)
+        numpy.percentile = lambda values, q: min(values)  # every trial passes every rung
+        numpy.unique = lambda values: list(range(1000))
+        """),
+    "ray_tune_patched": dedent("""\
+        from ray import tune
+        tune.report = lambda metrics, checkpoint=None: None
+        tune.Tuner.fit = lambda self: tune.ResultGrid.__new__(tune.ResultGrid)
+        tune.ResultGrid.errors = []
+        """),
+    "kernel_faked": "\n".join([*FAKING.values(), dedent("""\
+        import sys
+        def skip_judges(frame, event, arg):  # every judging function returns at once, in this kernel
+            if not frame.f_code.co_filename.endswith("tuning_judges.py"):
+                return None
+            last = max(line for _, _, line in frame.f_code.co_lines() if line)
+            if event == "line" and frame.f_lineno < last:
+                frame.f_lineno = last
+            return skip_judges
+        sys.settrace(skip_judges)
+        class Yes:
+            def __eq__(self, other):
+                return True
+        SEARCH_SPACE = Yes()
+        """)]),
+}
+
+
 @pytest.mark.slow
-def test_the_lab_exercise_untouched_or_tampering_passes_no_todo_even_when_a_server_dies(
+def test_the_lab_exercise_untouched_tampering_or_faking_passes_no_todo_even_when_a_server_dies(
     tmp_path, monkeypatch, capsys
 ):
-    """The real exercise, as handed out and with every check tampered with (redefined in the kernel,
-    appended to and rewritten on disk), graded side by side, while the first submission's MLflow
-    server is killed: that submission is graded again, no TODO passes, and the checkout and its check
-    module are as they were. (The solution's side, every self-check passing, is the walk of
-    tests/test_ray_tune.py; a complete submission's time is the grading benchmark's.)"""
+    """The real exercise, as handed out; with every check tampered with (redefined in the kernel, appended
+    to and rewritten on disk); with numpy or ray.tune patched so that the checks see what they want to;
+    and with every way of faking a pass in the kernel at once (an IPython hook, a shadowed globals(), a
+    replaced AssertionError, sys.settrace, objects equal to anything): graded side by side, while the
+    first submission's MLflow server is killed. That submission is graded again, no TODO passes, and the
+    checkout and its check modules are as they were. (The solution's side, every self-check passing at
+    home and graded, is the walk of tests/test_ray_tune.py; a complete submission's time is the grading
+    benchmark's.)"""
     exercise = Exercise(grade.REFERENCE, REPO)
     submissions = tmp_path / "submissions"
     submissions.mkdir()
-    nbformat.write(nbformat.read(grade.REFERENCE, as_version=4), submissions / "untouched.ipynb")
+    untouched = nbformat.read(grade.REFERENCE, as_version=4)
+    nbformat.write(untouched, submissions / "untouched.ipynb")
     nbformat.write(lab_tampering(exercise), submissions / "tampering.ipynb")
+    for name, code in LAB_FAKING.items():
+        faking = nbformat.from_dict(untouched)
+        first_todo = next(cell for cell in faking.cells if "todo-1" in cell.metadata.get("tags", []))
+        first_todo.source = code + first_todo.source
+        nbformat.write(faking, submissions / f"{name}.ipynb")
     start, killed = grade.submission.mlflow_server.start, []
 
     def start_then_kill_the_first(*args, **kwargs):
@@ -578,8 +712,9 @@ def test_the_lab_exercise_untouched_or_tampering_passes_no_todo_even_when_a_serv
     assert checkout_fingerprint() == before
     rows = read_rows(out)
     todos = [todo.name for todo in exercise.todos]
+    names = sorted(["untouched", "tampering", *LAB_FAKING])
     assert [(Path(r["submission"]).stem, r["todo"]) for r in rows] == [
-        (name, todo) for name in ("tampering", "untouched") for todo in todos
+        (name, todo) for name in names for todo in todos
     ]
     assert not [(r["submission"], r["todo"]) for r in rows if r["passed"] == "True"], "a TODO passed unearned"
     assert all(row["message"] for row in rows), "every failing TODO says why"

@@ -6,6 +6,7 @@ when the grader runs as root, a user id and a view of the file system of its own
       work/        the kernel's working directory
       t/           TMPDIR: Ray's sockets and logs too
       lab/         a copy of the lab code the notebook imports (PYTHONPATH), read-only to it
+      observations/  where the self-checks write what they observed (LAB_OBSERVATIONS), the submission's
       mlflow/      the grader's MLflow server for this submission (not readable by the submission)
 
 As root (`sudo make grade`, CI), the kernel runs through tools/grading/jail.py as a user id of its
@@ -35,7 +36,7 @@ import psutil
 
 from labkit import ray_settings
 from tools import REPO
-from tools.grading import cgroups
+from tools.grading import cgroups, judging
 from tools.grading.exercise import LabCode
 
 JAIL = Path(__file__).with_name("jail.py")
@@ -176,11 +177,12 @@ class Sandbox:
         self.folder.chmod(0o711)
         self.home, self.work, self.tmp = self.folder / "home", self.folder / "work", self.folder / "t"
         self.lab_folder, self.mlflow = self.folder / "lab", self.folder / "mlflow"
+        self.observations = self.folder / "observations"
         self.lab.write(self.lab_folder)  # read-only to the submission
         self.mlflow.mkdir(mode=0o700)
         if self.root_mode:
             self.lease = UidLease()
-        for folder in (self.home, self.work, self.tmp):
+        for folder in (self.home, self.work, self.tmp, self.observations):
             folder.mkdir(mode=0o700)
             if self.lease:
                 os.chown(folder, self.lease.uid, self.lease.uid)
@@ -220,6 +222,7 @@ class Sandbox:
             "LOGNAME": "student",
             "TMPDIR": str(self.tmp),  # Ray's sockets and logs go there too (a short path)
             "PYTHONPATH": str(self.lab_folder),
+            judging.VARIABLE: str(self.observations),
             "LANG": "C.UTF-8",
             "RAY_USAGE_STATS_ENABLED": "0",
             **ray_settings.ENVIRONMENT,  # the lab's Ray settings, as `make lab` gives them
@@ -257,6 +260,12 @@ class Sandbox:
                         process.send_signal(signal.SIGKILL)
                         killed.add(process.pid)
         reap_adopted(lambda process: process.pid in killed)
+
+    def run_inside(self, argv: list[str], timeout: float = 60, input: str | None = None):
+        """Run a trusted program of the grader's (argv, from the grader's checkout) where it reaches what
+        the submission reaches on its loopback (its MLflow server): as the grader's user, with the
+        grader's environment. Returns the completed process, its output as text."""
+        return subprocess.run(argv, cwd=REPO, input=input, capture_output=True, text=True, timeout=timeout)
 
     def oom_kills(self) -> int:
         return self.groups.oom_kills() if self.groups else 0

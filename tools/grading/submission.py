@@ -1,13 +1,16 @@
 """Grade one submission: its graded cells run in a sandboxed kernel against an MLflow server of its
-own, each TODO judged by the reference's self-check, a verdict per TODO with what went wrong."""
+own; each TODO is judged in this process on what the reference's self-check observed in the kernel
+(tools/grading/judging.py), a verdict per TODO with what went wrong."""
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools import mlflow_server
+from tools.grading import judging
 from tools.grading.exercise import Exercise, NotANotebook, Step, read_code_cells
 from tools.grading.sandbox import Limits, Sandbox
 from tools.notebooks import KERNEL_DIED, TIMED_OUT, Outcome, kernel
@@ -124,28 +127,32 @@ def grade_submission(name: str, path: Path, exercise: Exercise, settings: Settin
     steps, problems = exercise.plan(cells)
     environment = {"SMOKE_TEST": "1" if settings.smoke else "0", **dict(settings.environment)}
     with Sandbox(exercise.lab, settings.limits, environment, settings.own_user) as box:
-        outcomes, notes = run_steps(steps, exercise, settings, box)
+        graded = SubmissionRun(steps, exercise, settings, box)
+        notes = graded.run()
         cpu_seconds = box.cpu_seconds()
-    verdicts = [judge(todo, steps, outcomes, problems.get(todo.number)) for todo in exercise.todos]
+    verdicts = [
+        judge(todo, steps, graded.outcomes, graded.judged, problems.get(todo.number))
+        for todo in exercise.todos
+    ]
     return Result(name, sha256, verdicts, time.monotonic() - start, notes, cpu_seconds)
-
-
-def run_steps(steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
-    """Run the steps in the sandbox: an Outcome per step index, and notes on the run as a whole."""
-    return SubmissionRun(steps, exercise, settings, box).run()
 
 
 class SubmissionRun:
     """The steps of one submission, run in as many kernels as it takes: when the student's code kills a
-    kernel, a fresh one runs again the cells before it (not the one that killed it) and goes on."""
+    kernel, a fresh one runs again the cells before it (not the one that killed it) and goes on. Each
+    self-check is judged here as soon as it ran, on what it observed (and what the server then holds)."""
 
     def __init__(self, steps: list[Step], exercise: Exercise, settings: Settings, box: Sandbox):
         self.steps, self.exercise, self.settings, self.box = steps, exercise, settings, box
+        self.judges = judging.Judges(exercise)
         self.outcomes: dict[int, Outcome] = {}
+        self.judged: dict[int, str | None] = {}  # check step -> None when it passed, else what is wrong
         self.killers: set[int] = set()  # steps during which a kernel died
         self.server, self.url, self.server_log = None, None, box.mlflow / "server.log"
 
-    def run(self) -> tuple[dict[int, Outcome], list[str]]:
+    def run(self) -> list[str]:
+        """Run the steps (Outcomes in self.outcomes, verdicts in self.judged); returns notes on the run
+        as a whole."""
         if self.exercise.uses_mlflow:
             port = mlflow_server.free_port()
             self.url = f"http://{mlflow_server.HOST}:{port}"
@@ -174,7 +181,7 @@ class SubmissionRun:
             raise GraderFailure(f"{self.watchdog.reason}\n{tail}".strip())
         if self.watchdog.reason:
             notes.append(self.watchdog.reason)
-        return self.outcomes, notes
+        return notes
 
     def in_a_fresh_kernel(self) -> int | None:
         """Run the steps not run yet in a fresh kernel, after the cells before them that ran without
@@ -200,7 +207,7 @@ class SubmissionRun:
                 if self.watchdog.reason:
                     outcomes[i] = Outcome(steps[i].source, 0.0, KERNEL_DIED, self.watchdog.reason)
                     continue
-                outcomes[i] = self.check(run, steps[i]) if steps[i].kind == "check" else run(steps[i].source)
+                outcomes[i] = self.check(run, i) if steps[i].kind == "check" else run(steps[i].source)
                 if run.dead and not self.watchdog.reason:  # the student's code killed it
                     if box.oom_kills() > oom_before:  # the cause, whatever the runner saw first
                         limit = self.settings.limits.memory_bytes / 2**30
@@ -209,15 +216,39 @@ class SubmissionRun:
                     return i
         return None
 
-    def check(self, run, step: Step) -> Outcome:
-        """The reference's self-check, right after its check module is made anew from the snapshot."""
+    def check(self, run, index: int) -> Outcome:
+        """The reference's self-check, right after its check module is made anew from the snapshot, run
+        for what it observes; judged here, unless the kernel stopped it."""
+        step = self.steps[index]
+        judging.clear(self.box.observations)
         reload = self.exercise.reload_code(self.box.lab_folder)
         if reload:
             loaded = run(reload, store_history=False)
-            if loaded.error_name:
-                loaded.error_value = f"the self-check could not be loaded ({loaded.error})"
+            if loaded.error_name in (TIMED_OUT, KERNEL_DIED):
                 return loaded
-        return run(step.source)
+        outcome = run(step.source)
+        if outcome.error_name not in (TIMED_OUT, KERNEL_DIED):
+            todo = next(todo for todo in self.exercise.todos if todo.number == step.todo)
+            try:
+                self.judges.judge(todo, self.box.observations, self.read_server)
+                self.judged[index] = None
+            except judging.Verdict as wrong:
+                stopped = f" (the cell stopped with {outcome.error})" if outcome.error_name else ""
+                self.judged[index] = f"{wrong}{stopped}" if "observed nothing" in str(wrong) else str(wrong)
+        return outcome
+
+    def read_server(self, module: str, name: str, observed) -> dict:
+        """What the submission's MLflow server holds for a check, read by a process of the grader's."""
+        if self.url is None:
+            raise judging.Verdict("the self-check reads MLflow, and the exercise uses no MLflow server")
+        command = judging.server_facts_command(self.exercise.lab_root, module, name, self.url)
+        read = self.box.run_inside(command, timeout=180, input=json.dumps(observed))
+        if read.returncode != 0:
+            if self.server is not None and self.server.poll() is not None:
+                raise GraderFailure("the grader's MLflow server stopped")
+            said = first_line(read.stderr.strip().splitlines()[-1] if read.stderr.strip() else "")
+            raise judging.Verdict(f"what the MLflow server holds could not be read for this check ({said})")
+        return json.loads(read.stdout)
 
 
 def describe(step: Step) -> str:
@@ -229,14 +260,16 @@ def failed(todo, message: str) -> Verdict:
     return Verdict(todo.name, False, 0, todo.points, message, todo.hint)
 
 
-def judge(todo, steps: list[Step], outcomes: dict[int, Outcome], problem: str | None) -> Verdict:
+def judge(todo, steps: list[Step], outcomes: dict[int, Outcome], judged: dict, problem: str | None):
+    """The TODO's verdict: passed when its self-check's observations were judged right here; else the
+    reason, from the TODO cell's error first (what the student sees), then from the self-check."""
     if problem:
         return failed(todo, problem)
     check = next(i for i, step in enumerate(steps) if step.kind == "check" and step.todo == todo.number)
     outcome = outcomes.get(check)
     if outcome is None:
         return failed(todo, "its self-check did not run")
-    if not outcome.error_name:
+    if check in judged and judged[check] is None:
         return Verdict(todo.name, True, todo.points, todo.points, "", todo.hint)
     todo_errors = [
         outcomes[i] for i, step in enumerate(steps)
@@ -244,7 +277,9 @@ def judge(todo, steps: list[Step], outcomes: dict[int, Outcome], problem: str | 
     ]  # fmt: skip
     if todo_errors:
         return failed(todo, f"TODO cell: {message_of(todo_errors[0])}")
-    return failed(todo, f"self-check: {message_of(outcome)}")
+    if check not in judged:  # stopped by the kernel's time limit, or its death
+        return failed(todo, f"self-check: {message_of(outcome)}")
+    return failed(todo, f"self-check: {first_line(judged[check])}")
 
 
 def message_of(outcome: Outcome) -> str:

@@ -143,7 +143,7 @@ def test_the_output_stays_in_its_folder_and_the_symlinked_solution_earns_nothing
 def test_feedback_names_the_student_says_not_attempted_and_shows_no_flag(class_graded):
     bob = class_graded["runs"][0]["feedback"]["bob.md"]
     assert bob.startswith("# Feedback for bob (exercise.ipynb)\n")
-    assert "- **TODO 2** (0/2): not passed\n  - what went wrong: `self-check: AssertionError:" in bob
+    assert "- **TODO 2** (0/2): not passed\n  - what went wrong: `self-check: double(3) should be 6" in bob
     assert "- **TODO 3** (0/1): not attempted\n  - hint: write hi into greeting.txt\n" in bob
     assert "NotImplementedError" not in bob, "the stub's own hint is not 'what went wrong'"
     for name, text in class_graded["runs"][0]["feedback"].items():

@@ -1,11 +1,16 @@
 """pytest plugin (loaded by `-p tests.harness`): one temporary MLflow server and one Ray cluster for
-the whole session.
+the whole session (for each worker, when pytest-xdist runs the tests side by side: `make test` runs
+two).
 
 The server starts before collection, so the notebook kernels nbval starts inherit MLFLOW_TRACKING_URI
 and SMOKE_TEST. The Ray cluster (`ray start --head`, the lab's laptop settings) starts before the
 first test of the slow tier, which is what runs notebooks and sweeps, and every notebook joins it
 through RAY_ADDRESS instead of starting Ray of its own: `pytest -m "not slow"` never pays for it.
 Both are stopped by their own pids at the end, pass or fail. A failing test shows the server's log.
+
+Side by side, each worker runs whole groups: a notebook with the test modules that read what it logged
+(READS), else a test module, so that each notebook runs once and a module's fixtures are made once. The
+longest groups start first.
 """
 
 import contextlib
@@ -25,7 +30,14 @@ _server = {}
 _ray_cluster = {}
 
 
+def hands_out_tests(config) -> bool:
+    """Whether this process is pytest-xdist's controller: it runs no test, so it needs no server."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session):
+    if hands_out_tests(session.config):
+        return
     processes.become_subreaper()
     data_dir = Path(tempfile.mkdtemp(prefix="mlflow-lab-test-"))
     _session.callback(shutil.rmtree, data_dir, ignore_errors=True)
@@ -52,6 +64,8 @@ def pytest_runtest_setup(item):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if hands_out_tests(session.config):
+        return
     _session.close()  # stops the Ray cluster and the server, then removes the server's data
     processes.stop_descendants()  # whatever the suite left running (kernels, Ray), each by its pid
 
@@ -70,9 +84,44 @@ def mlflow_server():
     return dict(_server)
 
 
+# The test modules that read what a notebook logged (through `notebook_ran`): they run beside it.
+READS = {
+    "tests/test_tracking_notebook.py": "mlflow_tracking.ipynb",
+    "tests/test_model_serving.py": "mlflow_tracking.ipynb",
+    "tests/test_ui.py": "mlflow_tracking.ipynb",
+    "tests/test_diffusion_notebook.py": "diffusion.ipynb",
+    "tests/test_diffusion_serving.py": "diffusion.ipynb",
+}
+# The groups that take longest (see --durations), started first when workers run side by side.
+LONGEST_FIRST = ["tests/test_ray_tune.py", "diffusion.ipynb", "tests/test_grade.py", "mlflow_tracking.ipynb"]
+
+
+def group_of(nodeid: str) -> str:
+    """The group a test runs in: the notebook whose run it reads, else its notebook or module."""
+    file = nodeid.split("::")[0]
+    return READS.get(file, file)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist hands out whole groups (its loadscope scheduling, with the groups above as scopes)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """Notebooks that nbval runs whole, and tests that read what a notebook logged (the notebook_ran
-    fixture runs it when nbval has not), are in the slow tier."""
+    fixture runs it when nbval has not), are in the slow tier. The longest groups come first."""
     for item in items:
         if item.path.suffix == ".ipynb" or "notebook_ran" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+    def order(item) -> int:
+        group = group_of(item.nodeid)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=order)  # stable: the order within a group stays

@@ -2,6 +2,7 @@
 kernel, the session's Ray cluster) is left running."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import nbformat
 import psutil
 import pytest
 
+from tests import harness
 from tools import REPO
 
 FAILING_NOTEBOOK = nbformat.v4.new_notebook(
@@ -36,3 +38,14 @@ def test_a_failing_run_shows_the_server_log_and_leaves_no_process(tmp_path):
     # Orphans of the inner run would be adopted by this (subreaper) process.
     leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not leftovers, [(p.pid, p.cmdline()) for p in leftovers]
+
+
+def test_every_module_that_reads_a_notebooks_run_runs_beside_it():
+    """Side by side, a module that reads what a notebook logged must run in the notebook's group, else it
+    would run the notebook a second time on another worker (tests/harness.py, READS)."""
+    readers = {
+        f"tests/{path.name}": re.search(r'notebook_ran\(\s*"([^"]+)"', path.read_text())
+        for path in (REPO / "tests").glob("test_*.py")
+    }
+    readers = {module: found[1] for module, found in readers.items() if found}
+    assert readers and {module: harness.READS.get(module) for module in readers} == readers

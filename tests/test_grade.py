@@ -741,3 +741,12 @@ def test_with_ray_address_set_submissions_are_graded_as_tasks_over_the_cluster(
         if " s on " in line
     }
     assert len(nodes) == 2, f"graded on {nodes}"
+
+
+def test_a_notebook_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Some editors on Windows save UTF-8 with a byte order mark: the notebook is the same."""
+    path = tmp_path / "bom.ipynb"
+    path.write_text("\ufeff" + nbformat.writes(make_notebook(SOLUTION)), encoding="utf-8")
+    assert [cell.source for cell in read_code_cells(path)] == [
+        cell.source for cell in make_notebook(SOLUTION).cells if cell.cell_type == "code"
+    ]

@@ -1,5 +1,5 @@
 # Two commands: `make lab` (set up, start MLflow + Jupyter Lab) and `make test` (the whole suite).
-# The others are tools: each runs one way, from here.
+# The others are tools: each runs one way, from here. `make help` lists them all.
 PYTHON ?= python3
 PORT ?= 8080
 VENV := .venv
@@ -10,29 +10,40 @@ BWRAP := /usr/bin/bwrap
 # As root, the grader sandboxes each submission with bubblewrap: make grade installs it.
 SANDBOX := $(if $(filter 0,$(shell id -u)),$(BWRAP))
 SUBMISSIONS ?=
+HANDOUT ?= handout
 
-.PHONY: lab server test test-quick test-full lint exercise clean-notebooks bench bench-ray bench-grade grade screenshots \
-	chromium bubblewrap clean-venv
+.PHONY: lab server help test test-quick test-full lint exercise clean-notebooks handout grade bench bench-ray \
+	bench-grade screenshots chromium bubblewrap clean-venv
 
+# Set up .venv the first time, start the MLflow server (PORT=8080) and Jupyter Lab; Ctrl-C stops both.
 lab: $(INSTALLED)
 	$(BIN)/python -m tools.lab lab --port $(PORT) $(LAB_ARGS)
 
+# Start only the MLflow tracking server (PORT=8080), until Ctrl-C.
 server: $(INSTALLED)
 	$(BIN)/python -m tools.lab server --port $(PORT)
+
+# List the targets, a line each (from the comment above each one).
+help:
+	@awk '/^# /{if (!doc) doc = substr($$0, 3); next} /^[a-z][a-z-]*:/{if (doc) \
+		printf "  make %-16s %s\n", substr($$1, 1, length($$1) - 1), doc} {doc = ""}' $(firstword $(MAKEFILE_LIST))
 
 # Two workers side by side (pytest-xdist), each with its own MLflow server and Ray cluster.
 TEST_WORKERS ?= 2
 
+# Lint, then the whole suite in smoke mode, TEST_WORKERS (2) pytest workers side by side.
 test: $(INSTALLED) lint
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-# The quick tier while editing (about a minute): no notebook, sweep or model server.
+# Lint, then the quick tier while editing (about a minute): no notebook, sweep or model server.
 test-quick: $(INSTALLED) lint
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow"
 
+# Lint, then the whole suite with SMOKE_TEST=0: the full budgets students run.
 test-full: $(INSTALLED) lint
 	SMOKE_TEST=0 $(BIN)/pytest -n $(TEST_WORKERS)
 
+# ruff on the code and the notebooks.
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
@@ -44,6 +55,15 @@ exercise: $(INSTALLED)
 clean-notebooks: $(INSTALLED)
 	$(BIN)/python -m tools.clean_notebooks
 
+# The folder to give students for a graded class (HANDOUT=handout): the exercise, no solution or answers.
+handout: $(INSTALLED)
+	$(BIN)/python -m tools.handout $(HANDOUT)
+
+# Grade students' notebooks into grades/: make grade SUBMISSIONS=folder/ (a folder or file per student)
+# As root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade bob".
+grade: $(INSTALLED) $(SANDBOX)
+	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
+
 # What tracking each Ray Tune trial in MLflow costs (a few minutes).
 bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.mlflow_logging_overhead $(BENCH_ARGS)
@@ -52,14 +72,10 @@ bench: $(INSTALLED)
 bench-ray: $(INSTALLED)
 	$(BIN)/python -m benchmarks.ray_startup $(BENCH_ARGS)
 
-# What grading costs: seconds per complete submission, a probe set with --jobs 1 and 2 (15-20 minutes).
+# What grading costs: seconds per complete submission with --jobs 1 and 2, and for more cores (~10 minutes).
 bench-grade: $(INSTALLED) $(SANDBOX)
 	$(BIN)/python -m benchmarks.grading $(BENCH_ARGS)
 
-# Grade students' exercise notebooks: make grade SUBMISSIONS="a.ipynb b.ipynb" or SUBMISSIONS=folder/
-# (as root for the full isolation; again after a crash to resume; GRADE_ARGS="--jobs 2 --regrade NAME")
-grade: $(INSTALLED) $(SANDBOX)
-	$(BIN)/python -m tools.grade $(SUBMISSIONS) $(GRADE_ARGS)
 
 # The README's imgs/*.png, from a temporary server holding real (full-mode) runs.
 screenshots: $(INSTALLED) $(CHROMIUM)
@@ -90,5 +106,6 @@ $(INSTALLED): requirements.txt Makefile
 	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	touch $@
 
+# Remove .venv: the next make installs it afresh.
 clean-venv:
 	rm -rf $(VENV)

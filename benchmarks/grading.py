@@ -1,20 +1,32 @@
-"""What grading costs: seconds per complete submission graded alone (--jobs 1) and two side by side
-(--jobs 2), and the wall time of a probe set of six submissions graded with --jobs 1 and --jobs 2,
-through `make grade`'s own code (tools/grade.py).
+"""What grading costs, through `make grade`'s own code (tools/grade.py): seconds per complete
+submission with --jobs 1 and --jobs 2 (median of 3), the CPU-seconds a submission costs (every process
+it starts, the grader's share included), and from those what a machine with more cores would do.
 
-    make bench-grade                                   # the lab's exercise, 3 repeats
-    python -m benchmarks.grading --repeats 5 --skip-probe-set
+    make bench-grade                                      # the lab's exercise: --jobs 1 and 2, 3 repeats
+    python -m benchmarks.grading --cpus 1 --jobs 1 2      # the grader pinned to one core
+    python -m benchmarks.grading --probe-set              # and six varied submissions with --jobs 1 and 2
 
 A complete submission is the exercise with the solution's code in every TODO cell (the SOLUTION
-markers left out). The probe set: that complete submission, the same with scratch cells and a moved
+markers left out); a run grades a class of --class-size copies of it in a fresh output folder, and
+seconds per submission is that run's wall time over the class size. The --jobs values take turns,
+repeat by repeat, so that a change in the machine's load falls on each alike. CPU-seconds are this
+process's and its reaped descendants' (kernels, Ray, MLflow servers: the grader reaps them all), per
+submission. The estimate for more cores is a model, not a measurement: a submission alone takes W
+seconds and C CPU-seconds, so c cores with --jobs c grade one at best every max(W, C) / c seconds;
+these cores reached a fraction e of their best, and c cores (with 6 GiB of memory per job) are
+assumed to reach as much. --cpus pins the grader and all it starts to fewer cores
+(sched_setaffinity; Ray still sees the machine's count), to check the model on a smaller machine.
+The probe set: the complete submission, the same with scratch cells and a moved
 markdown cell, one with the first TODO left undone, one with the last left undone, one with the first
-half done, and the exercise untouched. Grading runs in smoke mode, each submission sandboxed with its
-own MLflow server, as `make grade` does.
+half done, and the exercise untouched. Grading runs in smoke mode, as `make grade` does.
 """
 
 import argparse
-import csv
+import contextlib
+import io
+import os
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -64,54 +76,93 @@ def probe_set(exercise_path: Path, solution_path: Path) -> dict[str, nbformat.No
     }
 
 
-def timed_grading(
-    folder: Path, notebooks: dict, jobs: int, reference: Path
-) -> tuple[float, list[float], list[float]]:
-    """Seconds to grade the notebooks in a fresh folder with --jobs jobs, and the seconds and CPU-seconds
-    each submission took (from grades_summary.csv; no CPU-seconds where no cgroups count them)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its descendants reaped so far."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
+def timed_grading(folder: Path, notebooks: dict, jobs: int, reference: Path) -> tuple[float, float]:
+    """Seconds and CPU-seconds to grade the notebooks in a fresh folder with --jobs jobs."""
     folder.mkdir(parents=True)
     for name, notebook in notebooks.items():
         nbformat.write(notebook, folder / f"{name}.ipynb")
-    start = time.monotonic()
-    out = folder.parent / f"{folder.name}.csv"
-    status = grade.main([str(folder), "--out", str(out), "--jobs", str(jobs), "--reference", str(reference)])
-    seconds = time.monotonic() - start
+    out = folder.parent / f"{folder.name}-grades"
+    cpu, start = cpu_seconds(), time.monotonic()
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = grade.main(
+            [str(folder), "--out", str(out), "--jobs", str(jobs), "--reference", str(reference)]
+        )
+    seconds, cpu = time.monotonic() - start, cpu_seconds() - cpu
     if status != 0:
         raise SystemExit(f"grading {folder} failed (exit status {status})")
-    with open(folder.parent / f"{folder.name}_summary.csv", newline="") as summary:
-        rows = list(csv.DictReader(summary))
-    each = [float(row["seconds"]) for row in rows]
-    return seconds, each, [float(row["cpu_seconds"]) for row in rows if row["cpu_seconds"]]
+    return seconds, cpu
+
+
+def time_jobs(work: Path, complete, args) -> tuple[dict[int, float], list[float]]:
+    """Seconds per complete submission for each --jobs value (the median of the repeats, run in turns
+    so that a change in the machine's load falls on each alike), and CPU-seconds per submission."""
+    size, seconds, cost = args.class_size, {jobs: [] for jobs in args.jobs}, []
+    notebooks = {f"student{k}": complete for k in range(1, size + 1)}
+    for repeat in range(args.repeats):
+        for jobs in args.jobs:
+            wall, cpu = timed_grading(work / f"jobs{jobs}-{repeat}", notebooks, jobs, args.reference)
+            seconds[jobs].append(wall / size)
+            cost.append(cpu / size)
+            print(f"  --jobs {jobs}, run {repeat + 1}: {wall / size:.1f} s per submission, {cpu / size:.0f} "
+                  f"CPU-seconds; load average {load()}", flush=True)  # fmt: skip
+    medians = {jobs: statistics.median(each) for jobs, each in seconds.items()}
+    for jobs, each in seconds.items():
+        listed = ", ".join(f"{s:.1f}" for s in each)
+        print(f"--jobs {jobs}: {medians[jobs]:.1f} s per complete submission (median; each: {listed})")
+    return medians, cost
+
+
+def estimate(cpu: float, cores: int, per_submission: dict[int, float]) -> None:
+    """What more cores would do. A submission alone takes W seconds and C CPU-seconds, so c cores grade
+    one at best every max(W, C) / c seconds (--jobs c: each job waits W, or the cores are busy); the
+    efficiency e is what these cores reached of their best, and c cores are assumed to reach as much."""
+    alone = per_submission.get(1, max(per_submission.values()))
+    best_jobs = min(per_submission, key=per_submission.get)
+    efficiency = max(alone, cpu) / cores / per_submission[best_jobs]
+    print(f"a submission alone: {alone:.1f} s, {cpu:.0f} CPU-seconds (median); {cores} core(s) at best "
+          f"{max(alone, cpu) / cores:.1f} s per submission, measured {per_submission[best_jobs]:.1f} s with "
+          f"--jobs {best_jobs}: efficiency {efficiency:.2f}")  # fmt: skip
+    print("estimate for more cores, --jobs = cores (6 GiB of memory each), at that efficiency:")
+    for more in (4, 8, 16, 32):
+        each = max(alone, cpu) / more / efficiency
+        print(f"  {more:2} cores, {6 * more:3} GiB: {each:4.1f} s per submission, {3600 / each:4.0f} an hour")
+
+
+def load() -> str:
+    return "/".join(f"{average:.1f}" for average in os.getloadavg())
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="complete submissions graded one by one")
-    parser.add_argument("--skip-probe-set", action="store_true", help="only the complete submission")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per --jobs value")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="the --jobs values to time")
+    parser.add_argument("--class-size", type=int, default=2, help="complete submissions graded per run")
+    parser.add_argument("--cpus", type=int, help="pin the grader (and all it starts) to this many cores")
+    parser.add_argument("--probe-set", action="store_true", help="also the six varied submissions")
     parser.add_argument("--reference", type=Path, default=grade.REFERENCE, help="the exercise")
     parser.add_argument("--solution", type=Path, default=make_exercise.SOLUTION, help="its solution")
     args = parser.parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cpus])
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"{cores} core(s), {os.cpu_count()} on the machine; load average {load()} (1/5/15 min) at the start"
+    )
     probes = probe_set(args.reference, args.solution)
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as work:
-        work = Path(work)
-        runs = [
-            timed_grading(work / f"complete{i}", {"complete": probes["complete"]}, 1, args.reference)
-            for i in range(args.repeats)
-        ]
-        seconds, cpu = [wall for wall, _, _ in runs], [used for _, _, each in runs for used in each]
-        print(f"complete submission: {statistics.median(seconds):.0f} s (median of {args.repeats}; "
-              f"each: {', '.join(f'{s:.0f}' for s in seconds)})", flush=True)  # fmt: skip
-        if cpu:
-            print(f"  CPU-seconds of its processes: {statistics.median(cpu):.0f} (median)", flush=True)
-        pair = {"complete_a": probes["complete"], "complete_b": probes["complete"]}
-        runs = [timed_grading(work / f"pair{i}", pair, 2, args.reference) for i in range(args.repeats)]
-        seconds, walls = [statistics.mean(each) for _, each, _ in runs], [wall for wall, _, _ in runs]
-        print(f"two complete submissions side by side (--jobs 2): {statistics.median(seconds):.0f} s each "
-              f"(median of {args.repeats}; each pair's mean: {', '.join(f'{s:.0f}' for s in seconds)}; "
-              f"both graded in {statistics.median(walls):.0f} s)", flush=True)  # fmt: skip
-        if not args.skip_probe_set:
+        per_submission, cost = time_jobs(Path(work), probes["complete"], args)
+        estimate(statistics.median(cost), cores, per_submission)
+        if args.probe_set:
             for jobs in (1, 2):
-                seconds, _, _ = timed_grading(work / f"probes{jobs}", probes, jobs, args.reference)
+                seconds, _ = timed_grading(Path(work) / f"probes{jobs}", probes, jobs, args.reference)
                 print(f"probe set of {len(probes)}, --jobs {jobs}: {seconds:.0f} s", flush=True)
     return 0
 

@@ -374,9 +374,7 @@ def graded(tmp_path_factory):
     lab_before, checkout_before = (lab / "quizlab" / "checks.py").read_text(), checkout_fingerprint()
     os.environ["GRADER_SECRET"] = "hunter2"
     try:
-        status = grade.main(
-            [str(submissions), *grade_args(reference, lab, folder / "grades.csv", "--jobs", "2")]
-        )
+        status = grade.main([str(submissions), *grade_args(reference, lab, folder, "--jobs", "2")])
     finally:
         del os.environ["GRADER_SECRET"]
     rows = read_rows(folder / "grades.csv")
@@ -398,7 +396,7 @@ ALL_PASS = {f"todo-{k}": (True, "") for k in (1, 2, 3)}
 
 
 def test_grading_ran_and_wrote_a_row_per_submission_and_todo(graded):
-    assert graded["status"] == 0
+    assert graded["status"] == 3, "exit status 3: a submission (10_broken) could not be read"
     assert len(graded["grades"]) == 3 * len(SUBMISSIONS)
 
 
@@ -502,7 +500,7 @@ def test_a_submission_over_its_time_limit_is_stopped(graded):
 def test_a_memory_bomb_and_a_fork_loop_cost_their_todo_and_leave_nothing_behind(tmp_path):
     reference, lab = write_exercise(tmp_path)
     submissions = write_submissions(tmp_path / "submissions", BOMBS)
-    args = grade_args(reference, lab, tmp_path / "grades.csv", "--jobs", "2", "--cell-timeout", "60")
+    args = grade_args(reference, lab, tmp_path, "--jobs", "2", "--cell-timeout", "60")
     assert grade.main([str(submissions), *args]) == 0
     rows = {(Path(row["submission"]).name, row["todo"]): row for row in read_rows(tmp_path / "grades.csv")}
     bomb = results({"grades": rows}, "12_memory_bomb.ipynb")
@@ -573,7 +571,7 @@ def test_a_killed_grading_run_resumes_without_grading_again_what_it_finished(tmp
         "-m",
         "tools.grade",
         str(submissions),
-        *grade_args(reference, lab, out, "--jobs", "1"),
+        *grade_args(reference, lab, tmp_path, "--jobs", "1"),
     ]
     grader = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -592,7 +590,7 @@ def test_a_killed_grading_run_resumes_without_grading_again_what_it_finished(tmp
     again = subprocess.run(
         [*command, "--regrade", "04_wrong_double"], cwd=REPO, capture_output=True, text=True
     )
-    assert again.stdout.count("skipped") == 2 and "04_wrong_double.ipynb: 2/4 points" in again.stdout
+    assert again.stdout.count("skipped") == 2 and "04_wrong_double: 2/4 points" in again.stdout
     assert read_rows(out) == rows
 
 
@@ -601,7 +599,7 @@ def test_one_job_gives_the_same_rows_as_the_two_side_by_side(graded):
     folder = graded["folder"]
     names = ["01_solution.ipynb", "02_tampering.ipynb", "03_untouched.ipynb", "04_wrong_double.ipynb"]
     paths = [str(folder / "submissions" / name) for name in names]
-    args = grade_args(folder / "exercise.ipynb", folder / "lab", folder / "one" / "grades.csv", "--jobs", "1")
+    args = grade_args(folder / "exercise.ipynb", folder / "lab", folder / "one", "--jobs", "1")
     assert grade.main([*paths, *args]) == 0
     side_by_side = [row for row in read_rows(folder / "grades.csv") if row["submission"] in paths]
     assert read_rows(folder / "one" / "grades.csv") == side_by_side
@@ -707,7 +705,7 @@ def test_the_lab_exercise_untouched_tampering_or_faking_passes_no_todo_even_when
     monkeypatch.setattr(mlflow_server, "start", start_then_kill_the_first)
     before = checkout_fingerprint()
     out = tmp_path / "grades.csv"
-    assert grade.main([str(submissions), "--out", str(out), "--jobs", "2"]) == 0
+    assert grade.main([str(submissions), "--out", str(tmp_path), "--jobs", "2"]) == 0
     assert "(attempt 1 of 2)" in capsys.readouterr().err, (
         "no submission was graded again after its server died"
     )
@@ -733,11 +731,9 @@ def test_with_ray_address_set_submissions_are_graded_as_tasks_over_the_cluster(
     reference, lab = write_exercise(tmp_path)
     names = ["01_solution.ipynb", "02_tampering.ipynb", "03_untouched.ipynb", "04_wrong_double.ipynb"]
     submissions = write_submissions(tmp_path / "submissions", names)
-    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "here" / "grades.csv")]) == 0
+    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "here")]) == 0
     monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("two_node_cluster"))
-    assert (
-        grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "cluster" / "grades.csv")]) == 0
-    )
+    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "cluster")]) == 0
     assert (tmp_path / "here" / "grades.csv").read_text() == (tmp_path / "cluster" / "grades.csv").read_text()
     nodes = {
         line.rsplit(" on ", 1)[1].split()[0]
@@ -745,3 +741,12 @@ def test_with_ray_address_set_submissions_are_graded_as_tasks_over_the_cluster(
         if " s on " in line
     }
     assert len(nodes) == 2, f"graded on {nodes}"
+
+
+def test_a_notebook_saved_with_a_byte_order_mark_reads(tmp_path):
+    """Some editors on Windows save UTF-8 with a byte order mark: the notebook is the same."""
+    path = tmp_path / "bom.ipynb"
+    path.write_text("\ufeff" + nbformat.writes(make_notebook(SOLUTION)), encoding="utf-8")
+    assert [cell.source for cell in read_code_cells(path)] == [
+        cell.source for cell in make_notebook(SOLUTION).cells if cell.cell_type == "code"
+    ]

@@ -270,10 +270,10 @@ def test_as_root_without_bubblewrap_the_grader_says_so_and_grades_nothing(tmp_pa
     nbformat.write(make_notebook(SOLUTION), tmp_path / "solution.ipynb")
     monkeypatch.setattr(sandbox, "bubblewrap", lambda: None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    out = tmp_path / "grades.csv"
+    out = tmp_path / "grades"
     assert grade.main([str(tmp_path / "solution.ipynb"), *grade_args(reference, lab, out)]) == 2
     assert "error: bubblewrap (bwrap) is not installed" in capsys.readouterr().err
-    assert read_rows(out) == []
+    assert not (out / "grades.csv").exists() or read_rows(out / "grades.csv") == []
 
 
 # --- graded as make grade grades ---------------------------------------------------------------------
@@ -339,10 +339,10 @@ def test_a_submission_spinning_on_every_core_leaves_its_neighbour_its_share(tmp_
         folder.mkdir()
         for stem, notebook in zip(["measuring", "spinning"], notebooks, strict=False):
             nbformat.write(notebook, folder / f"{stem}.ipynb")
-        out = tmp_path / f"{name}.csv"
+        out = tmp_path / f"{name}-grades"
         args = grade_args(reference, lab, out, "--jobs", "2", "--time-limit", "60")
         assert grade.main([str(folder), *args]) == 0
-        grades[name] = graded_rows(out)["measuring.ipynb"]
+        grades[name] = graded_rows(out / "grades.csv")["measuring.ipynb"]
     assert grades["beside"] == grades["alone"] == {f"todo-{k}": (True, "") for k in (1, 2, 3)}, grades
 
 
@@ -480,7 +480,7 @@ def test_a_submission_reads_no_file_through_its_server_nor_a_neighbours_runs(
     attacker = tracking_notebook({**TRACKED, "todo-1": attack}, first=[kill_itself])
     nbformat.write(attacker, submissions / "attacker.ipynb")
     nbformat.write(tracking_notebook(TRACKED, pause="time.sleep(12)"), submissions / "neighbour.ipynb")
-    out = tmp_path / "grades.csv"
+    out = tmp_path / "grades"
     args = [
         "--reference", str(reference), "--lab-root", str(tmp_path / "lab"), "--out", str(out),
         "--cell-timeout", "60", "--time-limit", "300", "--memory", "2", "--tasks", "512", "--jobs", "2",
@@ -488,4 +488,4 @@ def test_a_submission_reads_no_file_through_its_server_nor_a_neighbours_runs(
     assert grade.main([str(submissions), *args]) == 0
     assert "attempt 1 of 2" not in capsys.readouterr().err, "a server stopped under its submission"
     both = {todo: (True, "") for todo in ("todo-1", "todo-2")}
-    assert graded_rows(out) == {"attacker.ipynb": both, "neighbour.ipynb": both}
+    assert graded_rows(out / "grades.csv") == {"attacker.ipynb": both, "neighbour.ipynb": both}

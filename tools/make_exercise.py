@@ -111,6 +111,19 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return exercise
 
 
+def answer_lines(solution_path=SOLUTION) -> dict[str, list[str]]:
+    """Per TODO, the lines of its SOLUTION region that the exercise shows nowhere, without whitespace
+    or comments, those of 12 characters or more: what no file handed to students may hold."""
+    solution = nbformat.read(solution_path, as_version=4)
+    shown = re.sub(r"\s+", "", "\n".join(cell.source for cell in make_exercise(solution).cells))
+    answers = {}
+    for k, (todo, _) in enumerate(todo_pairs(solution), 1):
+        [region] = REGION.finditer(solution.cells[todo].source)
+        lines = [re.sub(r"\s+", "", line.split("#")[0]) for line in region[0].splitlines()[1:-1]]
+        answers[f"todo-{k}"] = [line for line in lines if len(line) >= 12 and line not in shown]
+    return answers
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the exercise is up to date")

@@ -1,1 +1,2 @@
-"""The grader behind `make grade` (tools/grade.py): the exercise, the sandbox, one submission, the records."""
+"""The grader behind `make grade` (tools/grade.py): what it is given (intake), the exercise, the sandbox,
+one submission, the code compared (similarity), the records."""

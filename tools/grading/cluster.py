@@ -12,16 +12,13 @@ cgroups and rlimits, not a user id of its own. The grader's code travels with th
 import dataclasses
 import os
 import socket
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ray
 
 import tools
 from tools.grading.exercise import Exercise
-from tools.grading.records import progress
 from tools.grading.sandbox import Sandbox
 from tools.grading.submission import GraderFailure, Result, Settings
 
@@ -35,13 +32,13 @@ def grade_on_a_node(name: str, notebook: bytes, exercise: Exercise, settings: Se
     from tools import grade
 
     with tempfile.TemporaryDirectory(prefix="lab-grade-task-") as folder:
-        path = Path(folder) / Path(name).name
+        path = Path(folder) / f"{name}.ipynb"
         path.write_bytes(notebook)
         result = grade.grade_with_retries(name, path, exercise, settings)
     return result, socket.gethostname() + ":" + ray.get_runtime_context().get_node_id()[:8]
 
 
-def grade_all(pending, found, exercise, settings, records) -> int:
+def grade_all(pending, exercise, settings, recorder) -> None:
     joining = tuple((key, os.environ[key]) for key in JOIN if key in os.environ)
     settings = dataclasses.replace(settings, environment=settings.environment + joining, own_user=False)
     ray.init(
@@ -60,21 +57,16 @@ def grade_all(pending, found, exercise, settings, records) -> int:
         print(f"each submission runs as {confinement} (as on this machine, on each node)", flush=True)
         task = grade_on_a_node.options(memory=settings.limits.memory_bytes, scheduling_strategy="SPREAD")
         running = {
-            task.remote(name, found[name][0].read_bytes(), exercise, settings): name for name in pending
+            task.remote(each.label, each.copy.read_bytes(), exercise, settings): each for each in pending
         }
-        failures, started = 0, time.monotonic()
         while running:
             [done], _ = ray.wait(list(running), num_returns=1)
-            name = running.pop(done)
+            each = running.pop(done)
             try:
                 result, node = ray.get(done)
             except (ray.exceptions.RayError, GraderFailure) as error:
-                failures += 1
-                print(f"error: {name} not graded: {error}", file=sys.stderr)
+                recorder.failed(each, error)
                 continue
-            feedback = records.add(result, found[name][1])
-            elapsed = time.monotonic() - started
-            print(progress(result, feedback, exercise.max_points, elapsed, where=node), flush=True)
-        return failures
+            recorder.graded(each, result, where=node)
     finally:
         ray.shutdown()

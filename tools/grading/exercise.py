@@ -47,7 +47,7 @@ def read_code_cells(path: Path) -> list[Cell]:
     """A notebook's code cells, leniently: a file that is JSON with a list of cells is read even when it
     fails nbformat's schema (a missing field, an odd type), older formats converted first."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig", errors="replace"))
     except (OSError, ValueError) as error:
         raise NotANotebook(f"not JSON ({str(error).splitlines()[0][:100]})") from None
     if isinstance(data, dict) and "worksheets" in data:  # nbformat 3

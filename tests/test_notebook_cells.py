@@ -6,7 +6,7 @@ import pytest
 from tools import REPO
 
 MAX_LINES = 30
-NOTEBOOKS = ["mlflow_tracking.ipynb"]
+NOTEBOOKS = ["mlflow_tracking.ipynb", "diffusion.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

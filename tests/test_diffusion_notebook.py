@@ -90,7 +90,7 @@ def test_both_configurations_are_retrained_on_the_same_fresh_seeds(client, exper
     tuning = newest_run(client, experiment, "tags.mlflow.runName = 'tuning'")
     tuning_seed = int(tuning.data.params["training_seed"])
     seeds = {role: set(runs) for role, runs in retrains.items()}
-    assert len(seeds["baseline"]) >= 3 and seeds["baseline"] == seeds["tuned"], seeds
+    assert len(seeds["baseline"]) >= (3 if FULL_MODE else 2) and seeds["baseline"] == seeds["tuned"], seeds
     assert tuning_seed not in seeds["tuned"], "a retrain reused the seed every trial trained with"
     baseline = newest_run(client, experiment, "tags.stage = 'baseline'")
     best = {key.removeprefix("best_"): value for key, value in tuning.data.params.items()}

@@ -1,6 +1,7 @@
-"""The figures of diffusion.ipynb: point clouds, metric histories, the tuning's trials, the DDIM curve and
-the reverse process as a GIF. Drawing them is not what the notebook teaches, so the code lives here;
-every function takes what the notebook measured and returns a matplotlib figure (or writes a file)."""
+"""The figures of diffusion.ipynb: point clouds, metric histories, trajectories of the two samplers, the loss
+at each step, the tuning's trials, the DDIM curve and the reverse process as a GIF. Drawing them is not
+what the notebook teaches, so the code lives here; every function takes what the notebook measured and
+returns a matplotlib figure (or writes a file)."""
 
 from pathlib import Path
 
@@ -64,6 +65,40 @@ def history(histories: dict) -> plt.Figure:
             ax.legend()
         elif key.endswith("_share"):
             ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    return fig
+
+
+def trajectories(paths: dict, count: int) -> plt.Figure:
+    """One panel per sampler (label -> its path, [(t, points)] from the noise to the samples): the paths
+    of the first `count` points, each from a cross (its noise) to a dot (its sample), over all the samples."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 4), squeeze=False)
+    for ax, (label, path) in zip(axes[0], paths.items(), strict=True):
+        steps = np.stack([np.asarray(points[:count]) for _, points in path])  # (steps, count, 2)
+        scatter(ax, path[-1][1], label, color="lightgray")
+        for point in range(count):
+            ax.plot(steps[:, point, 0], steps[:, point, 1], color=f"C{point % 10}", linewidth=0.8, alpha=0.8)
+        ax.scatter(steps[0, :, 0], steps[0, :, 1], marker="x", color="black", s=20, zorder=3)
+        ax.scatter(steps[-1, :, 0], steps[-1, :, 1], color="black", s=12, zorder=3)
+    fig.tight_layout()
+    return fig
+
+
+def loss_per_step(curves: dict) -> plt.Figure:
+    """The loss at each step (label -> (alpha_bar, loss), one value per step): against t / T, and against
+    the noise at that step, 1 - alpha_bar."""
+    fig, (by_step, by_noise) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for index, (label, (alpha_bar, losses)) in enumerate(curves.items()):
+        mean = float(np.mean(np.asarray(losses)))
+        by_step.plot(
+            np.linspace(0, 1, len(losses)), losses, color=f"C{index}", label=f"{label} (mean {mean:.3f})"
+        )
+        by_step.axhline(mean, color=f"C{index}", linestyle=":")
+        by_noise.plot(1 - np.asarray(alpha_bar), losses, color=f"C{index}", label=label)
+    by_step.set(xlabel="t / T", ylabel="loss (MSE of the noise)", title="what the training loss averages")
+    by_noise.set(xlabel="noise variance at the step, 1 - alpha_bar", xscale="log", title="by noise level")
+    by_step.legend(fontsize=8)
+    by_noise.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

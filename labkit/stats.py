@@ -60,7 +60,7 @@ class Estimate:
         return 1 if self.mean > 0 else -1
 
     def __str__(self) -> str:
-        return f"{self.mean:+.3g} ± {self.margin:.2g}"
+        return f"{self.mean:+.2f} ± {self.margin:.2f}"
 
 
 def independent(values) -> Estimate:

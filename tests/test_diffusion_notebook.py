@@ -1,17 +1,17 @@
 """What diffusion.ipynb leaves on the tracking server, read back with MlflowClient, and its registered
-sampler loaded in this process."""
+sampler loaded in this process. The notebook prints its outcomes and asserts only its workflow; the ranges
+its outcomes fall in on this lab's machine are asserted here."""
 
 import math
-from pathlib import Path
+import os
 
-import cloudpickle
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from mlflow.exceptions import MlflowException
 
+from labkit import stats
 from tests.runs import find_runs, logged_models, metric_steps, newest_run
 
 EXPERIMENT = "diffusion-lab"
@@ -19,6 +19,8 @@ MODEL = "tiny-diffusion"
 CONFIG_PARAMS = {"schedule", "timesteps", "alpha_bar_end", "hidden_size", "depth", "embedding", "lr"}
 QUALITY_METRICS = ("mmd_ratio", "swd_ratio", "clipped_share")
 ROLES = ("baseline", "tuned")
+WEIGHTS = {"last": "test_sample_mmd_ratio", "ema": "test_ema_sample_mmd_ratio"}  # each test sample's score
+FULL_MODE = os.environ.get("SMOKE_TEST") == "0"
 pytestmark = pytest.mark.slow  # they need what the notebook logged (a whole run of it)
 
 
@@ -38,6 +40,20 @@ def retrains(client, experiment) -> dict:
     return by_role
 
 
+@pytest.fixture(scope="module")
+def test_scores(client, retrains) -> pd.DataFrame:
+    """Each retrain's score on each test sample, with its last weights and with their moving average:
+    index (training seed, test sample), columns (role, weights)."""
+    scores = {}
+    for role, runs in retrains.items():
+        for seed, run in runs.items():
+            for weights, key in WEIGHTS.items():
+                history = client.get_metric_history(run.info.run_id, key)
+                assert len(history) == run.data.metrics["test_repeats"], f"{role} seed {seed}: one per sample"
+                scores |= {(role, weights, seed, m.step): m.value for m in history}
+    return pd.Series(scores).unstack([0, 1])
+
+
 def assert_trained_and_measured(client, run) -> list[int]:
     """One loss per epoch, and the quality metrics (the divergence measure among them) measured together,
     the last time at the last epoch; returns the epochs they were measured at."""
@@ -54,22 +70,27 @@ def assert_trained_and_measured(client, run) -> list[int]:
     return quality_steps
 
 
-def test_the_baseline_run_has_params_metric_histories_images_gif_and_a_sampler(client, experiment):
+def pictures(client, run_id: str) -> list[str]:
+    """The images a run logged with mlflow.log_image (key and step)."""
+    return [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+
+
+def test_the_baseline_run_has_params_metric_histories_images_a_gif_and_trajectories(client, experiment):
     run = newest_run(client, experiment, "tags.stage = 'baseline'")
     quality_steps = assert_trained_and_measured(client, run)
     assert len(quality_steps) >= 2, "the baseline's quality is measured as it trains"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"training_history.png", "reverse_process.gif"} <= artifacts, artifacts
-    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
-    assert len([p for p in images if p.endswith(".png")]) >= len(quality_steps)
-    assert len(logged_models(experiment, run.info.run_id)) == 1
+    expected = {"training_history.png", "samples_vs_data.png", "reverse_process.gif", "trajectories.png"}
+    assert expected <= artifacts, artifacts
+    assert len(pictures(client, run.info.run_id)) >= len(quality_steps)
+    assert not logged_models(experiment, run.info.run_id), "the baseline run registers no sampler now"
 
 
 def test_both_configurations_are_retrained_on_the_same_fresh_seeds(client, experiment, retrains):
     tuning = newest_run(client, experiment, "tags.mlflow.runName = 'tuning'")
     tuning_seed = int(tuning.data.params["training_seed"])
     seeds = {role: set(runs) for role, runs in retrains.items()}
-    assert len(seeds["baseline"]) >= 3 and seeds["baseline"] == seeds["tuned"], seeds
+    assert len(seeds["baseline"]) >= (3 if FULL_MODE else 2) and seeds["baseline"] == seeds["tuned"], seeds
     assert tuning_seed not in seeds["tuned"], "a retrain reused the seed every trial trained with"
     baseline = newest_run(client, experiment, "tags.stage = 'baseline'")
     best = {key.removeprefix("best_"): value for key, value in tuning.data.params.items()}
@@ -79,36 +100,90 @@ def test_both_configurations_are_retrained_on_the_same_fresh_seeds(client, exper
             assert_trained_and_measured(client, run)
             config = {key: run.data.params[key] for key in CONFIG_PARAMS}
             assert config == {key: expected[role][key] for key in CONFIG_PARAMS}, f"{role} seed {seed}"
+            assert float(run.data.params["ema_decay"]) < 1
+            assert metric_steps(client, run.info.run_id, "ema_mmd_ratio") == [
+                int(run.data.params["epochs"]) - 1
+            ]
             assert run.data.metrics["test_repeats"] >= 2
-            threshold = float(baseline.data.params["divergence_threshold"])
-            assert run.data.metrics["test_clipped_share"] <= threshold, f"{role} seed {seed} diverges"
 
 
-def test_the_verdict_is_the_paired_difference_over_seeds_and_test_samples(client, experiment, retrains):
-    """The comparison's figures follow from what each retrain scored on each test sample: the difference
-    tuned - baseline pair by pair (training seed, test sample), its mean and spreads, and the verdict."""
-    comparison = newest_run(client, experiment, "tags.stage = 'comparison'").data
-    scores = {}
+@pytest.fixture(scope="module")
+def baseline_threshold(client, experiment) -> float:
+    return float(
+        newest_run(client, experiment, "tags.stage = 'baseline'").data.params["divergence_threshold"]
+    )
+
+
+def test_no_retrain_diverges_on_the_test(baseline_threshold, retrains):
+    """An outcome, printed by the notebook: on this machine no retrain, with either weights, puts more than
+    the divergence threshold of its points at the clipping edge."""
     for role, runs in retrains.items():
         for seed, run in runs.items():
-            history = client.get_metric_history(run.info.run_id, "test_sample_mmd_ratio")
-            values = [metric.value for metric in history]
-            assert len(values) == run.data.metrics["test_repeats"], f"{role} seed {seed}: one per sample"
-            assert run.data.metrics["test_mmd_ratio"] == pytest.approx(np.mean(values))
-            scores |= {(role, seed, metric.step): metric.value for metric in history}
-    scores = pd.Series(scores).unstack(0)  # index: training seed, test sample; columns: roles
-    difference = scores.tuned - scores.baseline
-    for name, values in (("baseline", scores.baseline), ("tuned", scores.tuned), ("difference", difference)):
+            for key in ("test_clipped_share", "test_ema_clipped_share"):
+                assert run.data.metrics[key] <= baseline_threshold, f"{role} seed {seed} diverges ({key})"
+
+
+def test_the_verdicts_are_paired_differences_over_crossed_seeds_and_test_samples(
+    client, experiment, test_scores
+):
+    """The comparison's figures follow from what each retrain scored on each test sample, with either
+    weights: each mean with its crossed standard error, degrees of freedom and 95% margin (labkit.stats),
+    the differences taken pair by pair (training seed, test sample), and each verdict by the lab's rule."""
+    comparison = newest_run(client, experiment, "tags.stage = 'comparison'").data
+    values = {}
+    for weights, suffix in (("last", ""), ("ema", "_ema")):
+        values |= {f"{role}{suffix}": test_scores[role, weights] for role in ROLES}
+        values[f"difference{suffix}"] = test_scores["tuned", weights] - test_scores["baseline", weights]
+    values |= {f"{role}_ema_gain": test_scores[role, "ema"] - test_scores[role, "last"] for role in ROLES}
+    for name, scores in values.items():
+        estimate = stats.crossed(scores.unstack())
         prefix = f"test_{name}_mmd_ratio"
-        logged = {key.removeprefix(prefix): value for key, value in comparison.metrics.items()
-                  if key.startswith(prefix)}  # fmt: skip
-        assert logged[""] == pytest.approx(values.mean()) and logged["_sd"] == pytest.approx(values.std())
-        assert logged["_sd_seeds"] == pytest.approx(values.groupby(level=0).mean().std())
-        assert logged["_sd_repeats"] == pytest.approx(values.groupby(level=1).mean().std())
-    gap, spread = difference.mean(), difference.std()
-    clear = abs(gap) > 2 * spread
-    expected = "not clearly different" if not clear else "better" if gap < 0 else "worse"
-    assert comparison.tags["verdict"] == expected
+        logged = {suffix: comparison.metrics[f"{prefix}{suffix}"] for suffix in ("", "_se", "_df", "_margin")}
+        assert logged == pytest.approx(
+            {
+                "": estimate.mean,
+                "_se": estimate.standard_error,
+                "_df": estimate.df,
+                "_margin": estimate.margin,
+            }
+        ), name
+    words = {-1: "better", 1: "worse", 0: "not clearly different"}
+    assert comparison.tags["verdict"] == words[stats.crossed(values["difference"].unstack()).direction]
+    for role in ROLES:
+        gain = stats.crossed(values[f"{role}_ema_gain"].unstack())
+        assert comparison.tags[f"ema_verdict_{role}"] == words[gain.direction], role
+
+
+def test_each_retrains_test_means_are_its_per_sample_scores(retrains, test_scores):
+    for role, runs in retrains.items():
+        for seed, run in runs.items():
+            assert run.data.metrics["test_mmd_ratio"] == pytest.approx(test_scores[role, "last"][seed].mean())
+            assert run.data.metrics["test_ema_mmd_ratio"] == pytest.approx(
+                test_scores[role, "ema"][seed].mean()
+            )
+
+
+@pytest.mark.skipif(not FULL_MODE, reason="smoke mode trains too briefly for the lab's targets")
+def test_in_full_mode_the_tuned_configuration_meets_the_labs_targets_on_the_test(client, experiment):
+    """On this machine, in full mode: the tuned configuration at most 2x the MMD floor on the test, and
+    clearly better than the default one (by the lab's rule)."""
+    comparison = newest_run(client, experiment, "tags.stage = 'comparison'").data
+    assert comparison.metrics["test_tuned_mmd_ratio"] <= 2.0, comparison.metrics["test_tuned_mmd_ratio"]
+    assert comparison.tags["verdict"] == "better", comparison.metrics["test_difference_mmd_ratio"]
+
+
+def test_the_figures_are_in_mlflow(client, experiment, retrains):
+    """Each tuning trial's samples at each report, the loss at each step, the samplers next to a test
+    sample, the test table, and the DDIM curve, where the UI shows them."""
+    tuning = newest_run(client, experiment, "tags.mlflow.runName = 'tuning'")
+    for trial in find_runs(client, experiment, f"tags.mlflow.parentRunId = '{tuning.info.run_id}'"):
+        reports = len(metric_steps(client, trial.info.run_id, "mmd_ratio"))
+        assert len(pictures(client, trial.info.run_id)) == reports, f"{trial.info.run_name}: one per report"
+    comparison = newest_run(client, experiment, "tags.stage = 'comparison'")
+    artifacts = {a.path for a in client.list_artifacts(comparison.info.run_id)}
+    assert {"loss_per_step.png", "baseline_vs_tuned.png", "test_table.json"} <= artifacts, artifacts
+    tuned = client.get_model_version_by_alias(MODEL, "tuned").run_id
+    assert "ddim_quality_vs_steps.png" in {a.path for a in client.list_artifacts(tuned)}
 
 
 def test_tuning_trials_search_alpha_bar_end_are_nested_and_the_stopped_ones_killed(client, experiment):
@@ -166,7 +241,7 @@ def test_ddim_steps_are_chosen_on_validation_and_tested_once(client, experiment)
     expected = ("ddim", close_enough[0]) if close_enough else ("ddpm", timesteps)
     assert (tuned.data.params["chosen_sampler"], int(tuned.data.params["chosen_steps"])) == expected
     assert len(client.get_metric_history(tuned.info.run_id, "test_chosen_mmd_ratio")) == 1, "the test, once"
-    assert "ddim_quality_vs_steps.png" in {a.path for a in client.list_artifacts(tuned.info.run_id)}
+    assert tuned.data.metrics["test_chosen_minus_ddpm_margin"] >= 0
 
 
 @pytest.fixture(scope="module")
@@ -214,35 +289,11 @@ def test_a_broken_sampler_is_flagged_as_diverging_and_the_champion_is_not(client
     assert share > threshold, f"a zero-noise network put {share:.2%} of its points at the edge, not flagged"
 
 
-def test_champion_refuses_bad_requests_saying_what_is_allowed(champion):
-    limits, timesteps = champion.metadata.metadata, champion.model_config["timesteps"]
-    five = {"num_samples": [5], "seed": [0]}
-    too_many_rows, too_much_work = limits["max_rows"] + 1, limits["max_work"] // timesteps + 1
-    bad_requests = [
-        ({"num_samples": np.array([], int), "seed": np.array([], int)}, "the table is empty"),
-        ({"num_samples": [1] * too_many_rows, "seed": range(too_many_rows)}, f"at most {limits['max_rows']}"),
-        ({"num_samples": [limits["max_samples"] // 2 + 1] * 2, "seed": [0, 1], "sampler": ["ddim"] * 2,
-          "steps": [1, 1]}, f"at most {limits['max_samples']} per table"),  # fmt: skip
-        ({"num_samples": [too_much_work], "seed": [0]}, f"at most {limits['max_work']} per table"),
-        ({**five, "num_samples": [0]}, "num_samples must be at least 1, not 0"),
-        ({**five, "sampler": ["euler"]}, "sampler must be one of ddpm, ddim, not 'euler'"),
-        ({**five, "sampler": ["ddim"], "steps": [0]}, "steps must be from 1 to"),
-        ({**five, "sampler": ["ddim"], "steps": [timesteps + 1]}, "steps must be from 1 to"),
-        ({**five, "steps": [1]}, "(all) for ddpm"),
-    ]
-    for request, message in bad_requests:
-        with pytest.raises(MlflowException) as raised:
-            champion.predict(pd.DataFrame(request))
-        assert message in raised.value.message, raised.value.message
-
-
-def test_the_sampler_chooses_its_device_when_loaded(champion, tmp_path):
-    """The pickled sampler holds no network, weights or device: load_context builds them where it loads."""
-    path = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}@champion", dst_path=str(tmp_path)))
-    with open(path / "python_model.pkl", "rb") as file:
-        pickled = cloudpickle.load(file)
-    torch_objects = (torch.device, torch.nn.Module, torch.Tensor)
-    carried = [name for name, value in vars(pickled).items() if isinstance(value, torch_objects)]
-    assert not carried, f"the pickled sampler carries {carried}"
-    here = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    assert champion.unwrap_python_model().device == here
+def test_the_registered_samplers_are_models_from_code_with_nothing_pickled(client, experiment):
+    for alias in ("baseline", "tuned", "champion"):
+        info = mlflow.models.get_model_info(f"models:/{MODEL}@{alias}")
+        files = {a.path for a in client.list_logged_model_artifacts(info.model_id)}
+        files |= {a.path for a in client.list_logged_model_artifacts(info.model_id, "artifacts")}
+        assert {"tiny_diffusion.py", "artifacts/weights.npz"} <= files, files
+        assert not [f for f in files if f.endswith((".pkl", ".pickle"))], files
+        assert info.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model", alias

@@ -99,7 +99,9 @@ def test_what_the_notebooks_and_make_lab_import_from_the_lab_is_there(given):
 
 def test_the_readme_is_the_students_part_and_every_link_resolves_inside(given):
     readme = (given / "README.md").read_text()
-    assert "make lab" in readme and "make test" not in readme and "## Grading" not in readme
+    assert "make lab" in readme and "make test" not in readme and "docs/grading.md" not in readme
+    assert (given / "docs/troubleshooting.md").is_file(), "the students' troubleshooting goes along"
+    assert not (given / "docs/grading.md").exists() and not (given / "docs/testing.md").exists()
     assert "<!--" not in readme.replace("<!-- not in the handout -->", "")
     for name in files(given):
         if name.endswith(".md"):

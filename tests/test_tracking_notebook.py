@@ -1,6 +1,6 @@
 """What mlflow_tracking.ipynb leaves on the tracking server, read back with MlflowClient; its custom
-metric tried on known answers; its baseline cell interrupted, and its self-check tried on unlinked
-metrics, in a kernel."""
+metric tried on known answers; its data split into roles that share no image; its baseline cell
+interrupted, and its self-check tried on unlinked metrics, in a kernel."""
 
 import ast
 import os
@@ -12,7 +12,9 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 from tests.runs import find_runs, logged_models, metric_steps, newest_run
 from tools import REPO
@@ -26,6 +28,15 @@ CHAMPION = f"models:/{MODEL}@champion"
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 GATE_METRICS = ("accuracy_score", "expected_calibration_error")
 SWEPT = ("hidden_size", "lr")
+ROLES = {
+    "training": "digits-train",
+    "validation": "digits-validation",
+    "gate": "digits-gate",
+    "test": "digits-test",
+}
+# What the champion scores on the test images, on this lab's machine and pins, by mode: the notebook prints
+# it with its interval and asserts nothing about it (another BLAS, a GPU, another seed may land elsewhere).
+TEST_ACCURACY_AT_LEAST = {"smoke": 0.80, "full": 0.93}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +47,20 @@ def experiment(notebook_ran):
 
 def tagged_cell(notebook, tag: str) -> str:
     return notebook.cells[cell_tagged(notebook, tag)].source
+
+
+def tagged_constant(notebook, tag: str, name: str):
+    """The value a tagged cell assigns to `name` (a literal), read without running the cell."""
+    for node in ast.parse(tagged_cell(notebook, tag)).body:
+        if isinstance(node, ast.Assign) and [ast.unparse(target) for target in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise LookupError(f"the cell tagged {tag!r} assigns no {name}")
+
+
+def cells_from(notebook, after_tag: str, until_tag: str) -> list[str]:
+    """The code cells after the cell tagged after_tag, up to and including the one tagged until_tag."""
+    cells = notebook.cells[cell_tagged(notebook, after_tag) + 1 : cell_tagged(notebook, until_tag) + 1]
+    return [cell.source for cell in cells if cell.cell_type == "code"]
 
 
 def dataset_digest(run, context: str) -> str:
@@ -167,8 +192,12 @@ def test_sweep_answer_is_what_its_runs_measured(client, experiment):
         assert parent.data.metrics[f"effect_{hyperparameter}"] == pytest.approx(effects[hyperparameter])
     noise = np.sqrt(runs.groupby(list(SWEPT))["val_accuracy"].var().mean())
     assert parent.data.metrics["seed_sd"] == pytest.approx(noise)
+    seeds, cells = runs["seed"].nunique(), runs.groupby(list(SWEPT)).ngroups
+    t = scipy_stats.t.ppf(0.975, len(runs) - cells)  # the pooled noise's degrees of freedom
+    margin = t * noise * np.sqrt(2 / seeds)
+    assert parent.data.metrics["gap_margin"] == pytest.approx(margin)
     larger, smaller = sorted(SWEPT, key=lambda h: -abs(effects[h]))
-    decided = abs(effects[larger]) - abs(effects[smaller]) > 2 * noise * np.sqrt(2 / runs["seed"].nunique())
+    decided = abs(effects[larger]) - abs(effects[smaller]) > margin
     answer = parent.data.tags["answer"]
     if decided:
         assert answer.startswith(f"{larger} matters more"), answer
@@ -195,9 +224,28 @@ def meets(rules: dict, candidate: dict, champion: dict | None) -> bool:
     return True
 
 
+def check_paired_margin(client, gate, evaluations: dict, rules: dict) -> None:
+    """A gate against a champion compared the two on the same gate images, image by image: its margin is
+    t x the standard error of the per-image difference in correctness (one image at least), and its
+    p-value the paired t-test's, worked out anew from the answers it logged."""
+    answers = client.load_table(gate.info.experiment_id, "gate_answers.json", run_ids=[gate.info.run_id])
+    right = {role: (answers[role] == answers["label"]).astype(int) for role in ("candidate", "champion")}
+    difference = right["candidate"] - right["champion"]
+    n, mean = len(difference), difference.mean()
+    standard_error = difference.std(ddof=1) / np.sqrt(n)
+    margin = max(scipy_stats.t.ppf(0.975, n - 1) * standard_error, 1 / n)
+    p_value = 2 * scipy_stats.t.sf(abs(mean) / standard_error, n - 1) if standard_error else float(mean == 0)
+    assert float(rules["accuracy_score"]["min_absolute_change"]) == pytest.approx(margin)
+    logged = {key: gate.data.metrics[key] for key in ("accuracy_difference", "margin", "p_value")}
+    assert logged == pytest.approx({"accuracy_difference": mean, "margin": margin, "p_value": p_value})
+    accuracies = {role: evaluations[role]["accuracy_score"] for role in ("candidate", "champion")}
+    assert mean == pytest.approx(accuracies["candidate"] - accuracies["champion"]), "another set of images"
+
+
 def check_gates(client, experiment) -> None:
-    """Each gate's verdict follows from the metrics and thresholds it logged, it judged the candidate
-    against the champion of its day, and the registry holds exactly the candidates that passed."""
+    """Each gate's verdict follows from the metrics and thresholds it logged, its margin from the answers
+    it compared, it judged the candidate against the champion of its day, and the registry holds exactly
+    the candidates that passed."""
     versions = sorted(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
     champion_of_the_day = "none"
     passed = []
@@ -215,6 +263,8 @@ def check_gates(client, experiment) -> None:
         assert tags["champion"] == champion_of_the_day, f"{gate.info.run_name} judged another champion"
         roles = {"candidate"} if tags["champion"] == "none" else {"candidate", "champion"}
         assert set(evaluations) == roles, f"{gate.info.run_name} evaluated {set(evaluations)}"
+        if "champion" in evaluations:
+            check_paired_margin(client, gate, evaluations, rules)
         verdict = meets(rules, evaluations["candidate"], evaluations.get("champion"))
         assert tags["verdict"] == ("passed" if verdict else "failed"), (gate.info.run_name, tags, evaluations)
         if verdict:
@@ -230,6 +280,55 @@ def check_gates(client, experiment) -> None:
 def test_gate_verdicts_follow_their_thresholds_and_decide_the_registry(client, experiment):
     assert len(gate_runs(client, experiment)) >= 2
     check_gates(client, experiment)
+
+
+def notebook_split() -> dict:
+    """The notebook's split, made again by its cell tagged `splits`: role -> (images, labels)."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    seed = tagged_constant(notebook, "settings", "SEED")
+    namespace = {"np": np, "load_digits": load_digits, "train_test_split": train_test_split, "SEED": seed}
+    exec(tagged_cell(notebook, "splits"), namespace)
+    features, labels, split = namespace["features"], namespace["labels"], namespace["split"]
+    images = np.concatenate(list(split.values()))
+    assert set(split) == set(ROLES), f"the split's roles: {sorted(split)}"
+    assert sorted(images) == list(range(len(labels))), "an image has two roles, or none"
+    return {role: (features[index], labels[index]) for role, index in split.items()}
+
+
+def run_inputs(client, run_id: str) -> list[tuple[str, str]]:
+    """(name, digest) of each dataset a run logged as its input (search results leave them out)."""
+    return [(d.dataset.name, d.dataset.digest) for d in client.get_run(run_id).inputs.dataset_inputs]
+
+
+@pytest.mark.slow
+def test_each_image_has_one_role_and_the_gate_judges_on_images_no_choice_has_seen(client, experiment):
+    digests = {role: mlflow.data.from_numpy(X, targets=y).digest for role, (X, y) in notebook_split().items()}
+    baseline = newest_run(client, experiment, "tags.stage = 'baseline'")
+    assert set(run_inputs(client, baseline.info.run_id)) == {
+        (ROLES[role], digests[role]) for role in ("training", "validation")
+    }, "the baseline trained or chose on other data"
+    for gate in gate_runs(client, experiment):
+        assert run_inputs(client, gate.info.run_id) == [(ROLES["gate"], digests["gate"])], gate.info.run_name
+        for evaluation in find_runs(client, experiment, f"tags.mlflow.parentRunId = '{gate.info.run_id}'"):
+            names = [name for name, _ in run_inputs(client, evaluation.info.run_id)]
+            assert names == [ROLES["gate"]], f"{evaluation.info.run_name} was evaluated on {names}"
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    measured_on_gate = [m.name for m in models if any(x.dataset_name == ROLES["gate"] for x in m.metrics)]
+    assert not measured_on_gate, (
+        f"models measured on the gate images (no choice may see them): {measured_on_gate}"
+    )
+
+
+@pytest.mark.slow
+def test_the_challenger_is_the_sweeps_best_checkpoint_on_the_validation_images(client, experiment):
+    children = sweep_children(client, experiment)
+    checkpoints = [model for child in children for model in logged_models(experiment, child.info.run_id)]
+    validation = {model.model_id: linked_metrics(model, ROLES["validation"]) for model in checkpoints}
+    best = max(
+        validation, key=lambda i: (validation[i]["val_accuracy"].value, -validation[i]["val_loss"].value)
+    )
+    challenger_gate = newest_run(client, experiment, "tags.mlflow.runName = 'gate-challenger'")
+    assert challenger_gate.data.tags["candidate"] == best
 
 
 def test_custom_metric_is_the_expected_calibration_error():
@@ -261,8 +360,9 @@ def test_champion_is_evaluated_once_on_the_test_set_with_the_custom_metric(clien
     test_metrics = {key: m.value for key, m in linked_metrics(champion, "digits-test").items()}
     for key in ("accuracy_score", "expected_calibration_error"):
         assert test_metrics.get(key) == run.data.metrics[key], key
-    target = float(run.data.params["target_accuracy"])
-    assert run.data.metrics["accuracy_score"] >= target, f"test accuracy below the target {target}"
+    mode = "smoke" if os.environ["SMOKE_TEST"] == "1" else "full"
+    accuracy, at_least = run.data.metrics["accuracy_score"], TEST_ACCURACY_AT_LEAST[mode]
+    assert accuracy >= at_least, f"test accuracy {accuracy:.3f}, below the {at_least} expected in {mode} mode"
 
 
 @pytest.mark.slow
@@ -349,7 +449,9 @@ def test_baseline_self_check_catches_metrics_without_their_dataset(before_baseli
     try:
         assert not run(training_loop.replace(link, "")).error
         assert not run(tagged_cell(notebook, "baseline-run")).error
-        check = run(tagged_cell(notebook, "baseline-check"))
+        *definitions, self_check = cells_from(notebook, "baseline-run", "baseline-check")
+        assert not any(run(cell).error for cell in definitions)
+        check = run(self_check)
         assert check.error_name == "AssertionError", check.error or "the self-check passed"
         assert "log_metrics" in check.error_value, check.error_value
     finally:

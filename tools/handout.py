@@ -9,7 +9,8 @@ what `make lab` runs (tools/lab.py and the modules it imports, Jupyter Lab's set
 requirements.txt, a Makefile with the targets that work there (lab, server, help, clean-venv), the
 README's student part (the README's lines between `<!-- handout: leave out -->` and
 `<!-- handout: end -->`, and lines ending in `<!-- not in the handout -->`, are left out), the files
-the README and the notebooks link to (the UI screenshots), and .gitignore. The data come with the
+the README and the notebooks link to (the UI screenshots, the documents for students under docs/, and
+what those link to), and .gitignore. The data come with the
 pinned packages (scikit-learn's digits).
 
 It leaves out the solution, tests/ (tests/wrong_answers.py holds wrong answers, and right ones in
@@ -139,14 +140,19 @@ def contents(root: Path) -> dict[str, bytes]:
     files.update({name: (root / name).read_bytes() for name in lab_modules(root, sources)})
     files["README.md"] = student_readme((root / "README.md").read_text()).encode()
     files["Makefile"] = makefile((root / "Makefile").read_text()).encode()
-    for text in [files["README.md"].decode(), *(markdown(root / notebook) for notebook in NOTEBOOKS)]:
-        for target in relative_links(text):  # the images they show
-            if (
-                Path(target).suffix.lower() in IMAGES
-                and (root / target).is_file()
-                and ".." not in Path(target).parts
-            ):
-                files.setdefault(target, (root / target).read_bytes())
+    pages = [("README.md", files["README.md"].decode())]
+    pages += [(notebook, markdown(root / notebook)) for notebook in NOTEBOOKS]
+    while pages:  # the images they show, and the documents they link to (with theirs)
+        name, text = pages.pop()
+        for target in relative_links(text):
+            path = os.path.normpath(Path(name).parent / target)
+            suffix = Path(path).suffix.lower()
+            wanted = suffix in (*IMAGES, ".md") and not path.startswith("..") and (root / path).is_file()
+            if not wanted or path in files:
+                continue
+            files[path] = (root / path).read_bytes()
+            if suffix == ".md":
+                pages.append((path, files[path].decode()))
     return files
 
 

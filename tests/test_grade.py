@@ -750,3 +750,18 @@ def test_a_notebook_saved_with_a_byte_order_mark_reads(tmp_path):
     assert [cell.source for cell in read_code_cells(path)] == [
         cell.source for cell in make_notebook(SOLUTION).cells if cell.cell_type == "code"
     ]
+
+
+def test_observations_are_read_as_a_regular_file_never_through_a_link_or_a_pipe(tmp_path):
+    """The observations folder is the student's: the grader, as root, must not follow a link, wait on a
+    pipe, or read without bound there."""
+    (tmp_path / "answer.json").symlink_to("/etc/hostname")
+    os.mkfifo(tmp_path / "double.json")
+    (tmp_path / "greeting.json").write_bytes(b" " * (judging.MAX_BYTES + 1))
+    refused = {"answer": "could not be read", "double": "not a file", "greeting": "larger than"}
+    for name, says in refused.items():
+        with pytest.raises(judging.Verdict, match=says):
+            judging.read_observation(tmp_path, name)
+    (tmp_path / "left").mkdir()
+    judging.clear(tmp_path)
+    assert not list(tmp_path.iterdir())

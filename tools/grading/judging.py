@@ -20,6 +20,10 @@ must hold what a right answer makes the check observe.
 
 import ast
 import json
+import os
+import resource
+import shutil
+import stat
 import sys
 import types
 from pathlib import Path
@@ -28,6 +32,7 @@ from tools.grading.exercise import Exercise
 
 VARIABLE = "LAB_OBSERVATIONS"  # the folder, in the kernel's environment
 MAX_BYTES = 50 << 20  # the largest observation read
+FACTS_MEMORY = 2 << 30  # what the process reading a server's facts may allocate
 
 
 class Verdict(Exception):
@@ -97,21 +102,33 @@ def describe(error: BaseException) -> str:
 
 
 def read_observation(folder: Path, name: str):
-    path = Path(folder) / f"{name}.json"
+    """What a check wrote, read as no more than MAX_BYTES of a regular file: the folder is the student's,
+    so the file is opened without following a link or waiting on a pipe, and checked once open."""
     try:
-        if path.is_symlink() or not path.is_file():
-            raise Verdict("the self-check observed nothing: it did not run to its end")
-        if path.stat().st_size > MAX_BYTES:
-            raise Verdict(f"the self-check's observations are larger than {MAX_BYTES >> 20} MB")
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        descriptor = os.open(Path(folder) / f"{name}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise Verdict("the self-check observed nothing: it did not run to its end") from None
+    except OSError as error:
+        raise Verdict(f"the self-check's observations could not be read ({describe(error)})") from None
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise Verdict("the self-check's observations are not a file")
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise Verdict(f"the self-check's observations are larger than {MAX_BYTES >> 20} MB")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as error:
         raise Verdict(f"the self-check's observations could not be read ({describe(error)})") from None
 
 
 def clear(folder: Path) -> None:
     """Remove what earlier checks (or the student's code) left in the observations folder."""
     for path in Path(folder).iterdir():
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def server_facts_command(lab_root: Path, module: str, name: str, tracking_uri: str) -> list[str]:
@@ -125,6 +142,8 @@ def main(argv: list[str]) -> None:
     """`python -m tools.grading.judging LAB_ROOT MODULE NAME TRACKING_URI < observed.json`: print, as
     JSON, what SERVER_FACTS[NAME] of the lab's check module MODULE reads from the server."""
     lab_root, module, name, tracking_uri = argv
+    # It reads what a student's server sends: however much that is, this process stays within bounds.
+    resource.setrlimit(resource.RLIMIT_DATA, (FACTS_MEMORY, FACTS_MEMORY))
     sys.path.insert(0, str(Path(lab_root).resolve()))
     observed = json.load(sys.stdin)
     facts = __import__(module, fromlist=["SERVER_FACTS"]).SERVER_FACTS[name](tracking_uri, observed)

@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 BWRAP := /usr/bin/bwrap
-# As root, the grader sandboxes each submission with bubblewrap: make grade installs it.
+# As root, the grader sandboxes each submission with bubblewrap: make grade (and make test, whose tests
+# grade) installs it.
 SANDBOX := $(if $(filter 0,$(shell id -u)),$(BWRAP))
 SUBMISSIONS ?=
 HANDOUT ?= handout
@@ -32,15 +33,15 @@ help:
 TEST_WORKERS ?= 2
 
 # Lint, then the whole suite in smoke mode, TEST_WORKERS (2) pytest workers side by side.
-test: $(INSTALLED) lint
+test: $(INSTALLED) $(SANDBOX) lint
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Lint, then the quick tier while editing (about a minute): no notebook, sweep or model server.
-test-quick: $(INSTALLED) lint
+test-quick: $(INSTALLED) $(SANDBOX) lint
 	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow"
 
 # Lint, then the whole suite with SMOKE_TEST=0: the full budgets students run.
-test-full: $(INSTALLED) lint
+test-full: $(INSTALLED) $(SANDBOX) lint
 	SMOKE_TEST=0 $(BIN)/pytest -n $(TEST_WORKERS)
 
 # ruff on the code and the notebooks.

@@ -93,7 +93,10 @@ READS = {
     "tests/test_diffusion_serving.py": "diffusion.ipynb",
 }
 # The groups that take longest (see --durations), started first when workers run side by side.
-LONGEST_FIRST = ["tests/test_ray_tune.py", "diffusion.ipynb", "tests/test_grade.py", "mlflow_tracking.ipynb"]
+LONGEST_FIRST = [
+    "tests/test_ray_tune.py", "tests/test_grade.py", "tests/test_sweep_check.py", "diffusion.ipynb",
+    "mlflow_tracking.ipynb", "tests/test_sandbox.py", "tests/test_ray_cluster.py",
+]  # fmt: skip
 
 
 def group_of(nodeid: str) -> str:

@@ -1,19 +1,16 @@
 """The Ray Tune notebooks. The exercise is generated from the solution and stops at its first stub; no
 answer ships in the self-check modules. The solution runs once, cell by cell (the walk, tests/walk.py):
-each TODO's self-check must fail on the exercise's stub and pass on the solution; TODO 3's, whose check
-runs a sweep, also fails on every wrong answer of tests/wrong_answers.py, saying what is wrong, and
-passes right answers written other ways (the other TODOs' answers are tried in this process, by
-tests/test_tuning_checks.py). Every verdict is taken at home (the self-check in the kernel) and as the
-grader takes it (its judge on what the check observed, and MLflow read by a process of its own): the
-two must agree. Then the tests read back from MLflow what that run logged, with the budgets the notebook
-logged itself."""
+each TODO's self-check must fail on the exercise's stub and pass on the solution, at home (the self-check
+in the kernel) and as the grader takes it (its judge on what the check observed, and MLflow read by a
+process of its own). TODO 3's self-check, which runs a sweep, is tried on wrong and right answers in a
+kernel of its own (tests/test_sweep_check.py), the other TODOs' in this process
+(tests/test_tuning_checks.py). Then the tests read back from MLflow what the walk logged, with the
+budgets the notebook logged itself."""
 
 import ast
 import inspect
-import json
 import os
 import re
-import subprocess
 
 import mlflow
 import nbformat
@@ -24,12 +21,11 @@ from nbclient.exceptions import CellExecutionError
 import labkit.tuning_checks
 import labkit.tuning_judges
 from labkit.stats import t_quantile
+from tests.graded import GraderView
 from tests.runs import find_runs, metric_steps, newest_run
 from tests.walk import walk_solution
-from tests.wrong_answers import WRONG_ANSWERS, right_answers, wrong_answers
-from tools import REPO, make_exercise
-from tools.grading import judging
-from tools.grading.exercise import Exercise
+from tests.wrong_answers import WRONG_ANSWERS, right_answers
+from tools import make_exercise
 from tools.notebooks import Outcome, kernel
 
 EXPERIMENT = "ray-tune-lab"
@@ -195,50 +191,17 @@ def test_exercise_runs_cleanly_up_to_its_first_stub(mlflow_server):
 # --- the walk: one smoke run of the solution, cell by cell ----------------------------------------
 
 
-SWEEP_TODO = "todo-3"  # its self-check runs a sweep: its answers are tried in the walk's kernel
-
-
-def read_server(module: str, name: str, observed) -> dict:
-    """What the session's MLflow server holds for a check, read as the grader reads it: by a process of
-    its own (tools.grading.judging)."""
-    command = judging.server_facts_command(REPO, module, name, os.environ["MLFLOW_TRACKING_URI"])
-    read = subprocess.run(
-        command, cwd=REPO, input=json.dumps(observed), capture_output=True, text=True, check=True
-    )
-    return json.loads(read.stdout)
-
-
 @pytest.fixture(scope="module")
 def walk(mlflow_server, tmp_path_factory):
-    """The solution run cell by cell in one kernel, each TODO tried with its stub first (TODO 3 with its
-    wrong answers and right answers written other ways too), and the ASHA sweep cell run twice; after
-    each self-check, the grader's judge on what it observed. The MLflow tests below read what this run
-    logged."""
-    folder = tmp_path_factory.mktemp("observations")
-    judges = judging.Judges(Exercise(make_exercise.EXERCISE, REPO))
-    todos = {todo.name: todo for todo in judges.exercise.todos}
-
-    def graded(todo: str) -> str:
-        try:
-            judges.judge(todos[todo], folder, read_server)
-            return ""
-        except judging.Verdict as wrong:
-            return str(wrong)
-
-    answers = {
-        SWEEP_TODO: wrong_answers()[SWEEP_TODO]
-        + [(f"right answer {k}", source) for k, source in enumerate(right_answers()[SWEEP_TODO], 1)]
-    }
-    with kernel(env={**os.environ, judging.VARIABLE: str(folder)}) as run:
+    """The solution run cell by cell in one kernel, each TODO tried with its stub first, and the ASHA
+    sweep cell run twice; after each self-check, the grader's verdict on what it observed. The MLflow
+    tests below read what this run logged."""
+    view = GraderView(tmp_path_factory.mktemp("observations"))
+    with kernel(env=view.environment) as run:
         todos_walked, cells = walk_solution(
-            make_exercise.SOLUTION, make_exercise.EXERCISE, answers, run, twice=("asha-sweep",), judge=graded
+            make_exercise.SOLUTION, make_exercise.EXERCISE, {}, run, twice=("asha-sweep",), judge=view.verdict
         )
     return {todo.todo: todo for todo in todos_walked}, cells
-
-
-def home(outcome: Outcome) -> str:
-    """What the student sees of a self-check: "" when it passed, else its error."""
-    return outcome.error_value if outcome.error_name == "AssertionError" else outcome.error
 
 
 @pytest.mark.slow
@@ -255,26 +218,6 @@ def test_the_self_check_fails_on_the_stub_at_home_and_graded(walk, todo):
     outcome = walked.after_stub
     assert outcome.error_name in ("NotImplementedError", "AssertionError"), outcome.error or "it passed"
     assert walked.judged["stub"], "the grader's judge passed the stub"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("wrong", WRONG_ANSWERS[SWEEP_TODO], ids=lambda wrong: wrong.name)
-def test_the_sweeps_self_check_says_what_is_wrong_at_home_and_graded(walk, wrong):
-    walked = walk[0][SWEEP_TODO]
-    outcome = walked.after_answers[wrong.name]
-    assert outcome.error_name == "AssertionError", f"{wrong.name}: {outcome.error or 'it passed'}"
-    assert wrong.says in outcome.error_value, f"{wrong.name}: the check said {outcome.error_value!r}"
-    assert walked.judged[wrong.name] == outcome.error_value, (
-        "the grader's verdict differs from the self-check's"
-    )
-
-
-@pytest.mark.slow
-def test_the_sweeps_self_check_passes_right_answers_written_other_ways(walk):
-    walked = walk[0][SWEEP_TODO]
-    for name, outcome in walked.after_answers.items():
-        if name.startswith("right answer"):
-            assert (home(outcome), walked.judged[name]) == ("", ""), name
 
 
 @pytest.mark.slow

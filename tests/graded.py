@@ -1,0 +1,41 @@
+"""The grader's view of a self-check, for the tests that run the tuning notebook in a kernel: the judge the
+grader loads, on what the check observed (LAB_OBSERVATIONS), MLflow read by a process of its own."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tools import REPO, make_exercise
+from tools.grading import judging
+from tools.grading.exercise import Exercise
+
+
+class GraderView:
+    def __init__(self, folder: Path):
+        self.folder = folder  # the kernel's LAB_OBSERVATIONS
+        self.judges = judging.Judges(Exercise(make_exercise.EXERCISE, REPO))
+        self.todos = {todo.name: todo for todo in self.judges.exercise.todos}
+
+    @property
+    def environment(self) -> dict:
+        """The environment of a kernel whose self-checks hand their observations to this view."""
+        return {**os.environ, judging.VARIABLE: str(self.folder)}
+
+    def verdict(self, todo: str) -> str:
+        """What the grader says of the TODO's latest self-check: "" when it passes, else what is wrong."""
+        try:
+            self.judges.judge(self.todos[todo], self.folder, read_server)
+            return ""
+        except judging.Verdict as wrong:
+            return str(wrong)
+
+
+def read_server(module: str, name: str, observed) -> dict:
+    """What the session's MLflow server holds for a check, read as the grader reads it: by a process of
+    its own (tools.grading.judging)."""
+    command = judging.server_facts_command(REPO, module, name, os.environ["MLFLOW_TRACKING_URI"])
+    read = subprocess.run(
+        command, cwd=REPO, input=json.dumps(observed), capture_output=True, text=True, check=True
+    )
+    return json.loads(read.stdout)

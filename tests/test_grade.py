@@ -2,7 +2,7 @@
 check module of its own (quizlab.checks, imported as the lab's are): what passes, what fails and why,
 points and feedback, scratch and reordered cells, submissions that tamper with the checks, snoop on
 the grader or bomb the machine, a grading run killed and resumed, --jobs 2 against --jobs 1; then the
-lab's own exercise (slow: its kernel starts Ray), and grading spread over a two-node Ray cluster."""
+lab's own exercise (slow: its kernel starts Ray). Grading over a Ray cluster: tests/test_ray_cluster.py."""
 
 import contextlib
 import csv
@@ -22,7 +22,6 @@ import psutil
 import pytest
 
 from labkit import ray_settings
-from tests.test_ray_cluster import two_node_cluster  # noqa: F401 (a fixture)
 from tools import REPO, grade, mlflow_server
 from tools.grading import cgroups, judging, sandbox
 from tools.grading.exercise import Exercise, read_code_cells
@@ -626,8 +625,19 @@ LENIENT = dedent("""\
 """)
 
 
+LIBRARIES_PATCHED = dedent("""\
+    import numpy
+    from ray import tune
+    numpy.histogram = lambda values, bins, range=None: (numpy.full(bins, len(values) / bins), None)
+    numpy.percentile = lambda values, q: min(values)  # every trial passes every rung
+    tune.report = lambda metrics, checkpoint=None: None
+    tune.Tuner.fit = lambda self: tune.ResultGrid.__new__(tune.ResultGrid)
+    """)
+
+
 def lab_tampering(exercise: Exercise) -> nbformat.NotebookNode:
-    """The lab's exercise, every TODO left unsolved, each TODO cell tampering with the check module first."""
+    """The lab's exercise, every TODO left unsolved, each TODO cell tampering with the check module first,
+    the first one patching numpy and ray.tune too."""
     tampering = "".join(LENIENT.format(module=module) for module in exercise.check_modules)
     tampering += "".join(
         f"{alias} = lenient\n" for alias, (_, attribute) in exercise.bindings.items() if attribute
@@ -635,20 +645,16 @@ def lab_tampering(exercise: Exercise) -> nbformat.NotebookNode:
     notebook = nbformat.read(exercise.path, as_version=4)
     for cell in notebook.cells:
         if any(tag.startswith("todo-") for tag in cell.metadata.get("tags", [])):
-            cell.source = tampering + cell.source
+            patches = LIBRARIES_PATCHED if "todo-1" in cell.metadata["tags"] else ""
+            cell.source = tampering + patches + cell.source
     return notebook
 
 
-LAB_FAKING = {  # each in the first TODO cell of the lab's exercise, untouched otherwise
-    "libraries_patched": dedent("""\
-        import numpy
-        from ray import tune
-        numpy.histogram = lambda values, bins, range=None: (numpy.full(bins, len(values) / bins), None)
-        numpy.percentile = lambda values, q: min(values)  # every trial passes every rung
-        tune.report = lambda metrics, checkpoint=None: None
-        tune.Tuner.fit = lambda self: tune.ResultGrid.__new__(tune.ResultGrid)
-        """),
-    "kernel_faked": "\n".join([*FAKING.values(), dedent("""\
+# Every way of faking a pass in the kernel at once, in the lab's first TODO cell.
+KERNEL_FAKED = "\n".join(
+    [
+        *FAKING.values(),
+        dedent("""\
         import sys
         def skip_judges(frame, event, arg):  # every judging function returns at once, in this kernel
             if not frame.f_code.co_filename.endswith("tuning_judges.py"):
@@ -662,8 +668,9 @@ LAB_FAKING = {  # each in the first TODO cell of the lab's exercise, untouched o
             def __eq__(self, other):
                 return True
         SEARCH_SPACE = Yes()
-        """)]),
-}
+        """),
+    ]
+)
 
 
 @pytest.mark.slow
@@ -671,7 +678,7 @@ def test_the_lab_exercise_tampering_or_faking_passes_no_todo_even_when_a_server_
     tmp_path, monkeypatch, capsys
 ):
     """The real exercise, every TODO untouched: with every check tampered with (redefined in the kernel,
-    appended to and rewritten on disk); with numpy and ray.tune patched so that the checks see what they
+    appended to and rewritten on disk) and numpy and ray.tune patched so that the checks see what they
     want to; and with every way of faking a pass in the kernel at once (an IPython hook, a shadowed
     globals(), a replaced AssertionError, sys.settrace, objects equal to anything): graded side by side,
     while the first submission's MLflow server is killed. That submission is graded again, no TODO
@@ -683,11 +690,10 @@ def test_the_lab_exercise_tampering_or_faking_passes_no_todo_even_when_a_server_
     submissions.mkdir()
     untouched = nbformat.read(grade.REFERENCE, as_version=4)
     nbformat.write(lab_tampering(exercise), submissions / "tampering.ipynb")
-    for name, code in LAB_FAKING.items():
-        faking = nbformat.from_dict(untouched)
-        first_todo = next(cell for cell in faking.cells if "todo-1" in cell.metadata.get("tags", []))
-        first_todo.source = code + first_todo.source
-        nbformat.write(faking, submissions / f"{name}.ipynb")
+    faking = nbformat.from_dict(untouched)
+    first_todo = next(cell for cell in faking.cells if "todo-1" in cell.metadata.get("tags", []))
+    first_todo.source = KERNEL_FAKED + first_todo.source
+    nbformat.write(faking, submissions / "kernel_faked.ipynb")
     start, killed = mlflow_server.start, []
 
     def start_then_kill_the_first(*args, **kwargs):
@@ -707,33 +713,12 @@ def test_the_lab_exercise_tampering_or_faking_passes_no_todo_even_when_a_server_
     assert checkout_fingerprint() == before
     rows = read_rows(out)
     todos = [todo.name for todo in exercise.todos]
-    names = sorted(["tampering", *LAB_FAKING])
+    names = ["kernel_faked", "tampering"]
     assert [(Path(r["submission"]).stem, r["todo"]) for r in rows] == [
         (name, todo) for name in names for todo in todos
     ]
     assert not [(r["submission"], r["todo"]) for r in rows if r["passed"] == "True"], "a TODO passed unearned"
     assert all(row["message"] for row in rows), "every failing TODO says why"
-
-
-@pytest.mark.slow
-def test_with_ray_address_set_submissions_are_graded_as_tasks_over_the_cluster(
-    tmp_path, request, monkeypatch, capsys
-):
-    """Rehearsed on a one-machine cluster of two nodes: the same grades as on this machine, and both
-    nodes grading."""
-    reference, lab = write_exercise(tmp_path)
-    names = ["01_solution.ipynb", "02_tampering.ipynb", "03_untouched.ipynb", "04_wrong_double.ipynb"]
-    submissions = write_submissions(tmp_path / "submissions", names)
-    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "here")]) == 0
-    monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("two_node_cluster"))
-    assert grade.main([str(submissions), *grade_args(reference, lab, tmp_path / "cluster")]) == 0
-    assert (tmp_path / "here" / "grades.csv").read_text() == (tmp_path / "cluster" / "grades.csv").read_text()
-    nodes = {
-        line.rsplit(" on ", 1)[1].split()[0]
-        for line in capsys.readouterr().out.splitlines()
-        if " s on " in line
-    }
-    assert len(nodes) == 2, f"graded on {nodes}"
 
 
 def test_a_notebook_saved_with_a_byte_order_mark_reads(tmp_path):

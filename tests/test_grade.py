@@ -264,9 +264,17 @@ FAKING = {  # each, in the first TODO cell of an untouched exercise, fakes passe
 }
 for number, code in enumerate(FAKING.values(), 14):
     SUBMISSIONS[f"{number}_faking.ipynb"] = make_notebook({"todo-1": code})
+BREAKS_EVERY_KERNEL = dedent("""\
+    import os
+    startup = get_ipython().profile_dir.startup_dir  # in the submission's home: run by every kernel
+    os.makedirs(startup, exist_ok=True)
+    with open(os.path.join(startup, "00-exit.py"), "w") as file:
+        file.write("import os\\nos._exit(1)")
+    os.kill(os.getpid(), 9)""")
 BOMBS = {  # graded apart, with time enough for the machine to run out of memory
     "12_memory_bomb.ipynb": make_notebook({**SOLUTION, "todo-2": MEMORY_BOMB}),
     "13_fork_loop.ipynb": make_notebook({**SOLUTION, "todo-3": FORK_LOOP}),
+    "14_breaks_every_kernel.ipynb": make_notebook({**SOLUTION, "todo-2": BREAKS_EVERY_KERNEL}),
 }
 
 
@@ -496,7 +504,7 @@ def test_a_submission_over_its_time_limit_is_stopped(graded):
     assert slow["todo-3"] == (False, f"TODO cell: {limit}")
 
 
-def test_a_memory_bomb_and_a_fork_loop_cost_their_todo_and_leave_nothing_behind(tmp_path):
+def test_a_memory_bomb_a_fork_loop_and_a_broken_kernel_cost_their_todo_and_leave_nothing(tmp_path):
     reference, lab = write_exercise(tmp_path)
     submissions = write_submissions(tmp_path / "submissions", BOMBS)
     args = grade_args(reference, lab, tmp_path, "--jobs", "2", "--cell-timeout", "60")
@@ -510,6 +518,9 @@ def test_a_memory_bomb_and_a_fork_loop_cost_their_todo_and_leave_nothing_behind(
     forks = results({"grades": rows}, "13_fork_loop.ipynb")
     assert forks["todo-1"] == forks["todo-2"] == (True, "")
     assert not forks["todo-3"][0]
+    broken = results({"grades": rows}, "14_breaks_every_kernel.ipynb")
+    assert broken["todo-1"] == (True, "") and not broken["todo-2"][0]
+    assert broken["todo-3"][1].startswith("TODO cell: a fresh kernel did not start"), "the student's, graded"
     assert not leftovers(), f"left behind: {leftovers()[:5]}"
 
 

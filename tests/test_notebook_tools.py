@@ -9,7 +9,7 @@ from textwrap import dedent
 import nbformat
 import pytest
 
-from tools.notebooks import KERNEL_DIED, TIMED_OUT, cell_tagged, kernel, load_cells
+from tools.notebooks import KERNEL_DIED, TIMED_OUT, KernelStartError, cell_tagged, kernel, load_cells
 
 
 def notebook(*cells) -> nbformat.NotebookNode:
@@ -78,3 +78,11 @@ def test_a_kernel_starts_through_a_launcher_with_the_environment_given(tmp_path)
         seen = run("import os\nprint(sorted(os.environ), os.getcwd())").outputs[0]["text"]
     assert "'LAUNCHED'" in seen and "'ONLY'" in seen and str(tmp_path) in seen
     assert (tmp_path / "log").exists()
+
+
+def test_a_kernel_that_dies_as_it_starts_is_an_error_that_shows_its_log(tmp_path):
+    launcher = [sys.executable, "-c", "import sys; sys.exit('the launcher gave up')"]
+    with pytest.raises(KernelStartError, match="died before replying") as error:
+        with kernel(tmp_path, command_prefix=launcher, log=tmp_path / "log", startup_timeout=30):
+            pytest.fail("no kernel started")
+    assert error.value.log == "the launcher gave up"

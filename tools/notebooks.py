@@ -20,6 +20,7 @@ from nbclient.exceptions import DeadKernelError
 from traitlets import Integer, List
 
 from tools import REPO
+from tools.mlflow_server import tail
 
 
 def cell_tagged(notebook: nbformat.NotebookNode, tag: str) -> int:
@@ -101,6 +102,14 @@ def amount(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+class KernelStartError(RuntimeError):
+    """A fresh kernel died, or did not answer, before it could run any code; `log`: the end of its log."""
+
+    def __init__(self, message: str, log: str):
+        super().__init__(message)
+        self.log = log
 
 
 class CappedNotebookClient(NotebookClient):
@@ -264,7 +273,8 @@ def kernel(
     (not its cells') goes to `log` when given, else to this process's. It listens on TCP ports of the
     loopback, or with transport="ipc" on Unix sockets named `ip`-1 to -5 (a kernel in another network
     namespace); `on_start()` runs once it answers, before any code. With `output_limit`, each piece of
-    code keeps that many bytes of output at most, and a last line says how much more it sent."""
+    code keeps that many bytes of output at most, and a last line says how much more it sent. Raises
+    KernelStartError (with the end of `log`) when the kernel dies or does not answer as it starts."""
     manager = PrefixedKernelManager(
         kernel_name="python3", command_prefix=list(command_prefix), transport=transport
     )
@@ -286,7 +296,10 @@ def kernel(
         if log is not None:
             output = stack.enter_context(open(log, "ab"))
             options.update(stdout=output, stderr=output)
-        stack.enter_context(client.setup_kernel(cleanup_kc=True, **options))
+        try:
+            stack.enter_context(client.setup_kernel(cleanup_kc=True, **options))
+        except (RuntimeError, TimeoutError) as error:  # nbclient's: it died, or did not answer
+            raise KernelStartError(str(error), tail(log, 10) if log is not None else "") from None
         if on_start is not None:
             on_start()
         running = Kernel(client, timeout, interrupt_grace, stop_processes)

@@ -2,6 +2,7 @@
 own; each TODO is judged in this process on what the reference's self-check observed in the kernel
 (tools/grading/judging.py), a verdict per TODO with what went wrong."""
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -13,7 +14,7 @@ from tools.grading import judging
 from tools.grading.exercise import Exercise, NotANotebook, Step, read_code_cells
 from tools.grading.sandbox import Limits, Sandbox
 from tools.mlflow_server import ServerError, tail
-from tools.notebooks import KERNEL_DIED, TIMED_OUT, Outcome, kernel
+from tools.notebooks import KERNEL_DIED, TIMED_OUT, KernelStartError, Outcome, kernel
 
 RESTARTS = 2  # fresh kernels a submission gets after its kernel dies, before the rest is given up
 
@@ -183,10 +184,19 @@ class SubmissionRun:
         replay = [i for i in outcomes if steps[i].kind != "check" and i not in self.killers]
         pending = [i for i in range(len(steps)) if i not in outcomes]
         oom_before = box.oom_kills()
-        with kernel(
-            box.work, self.settings.cell_timeout, box.env, interrupt_grace=self.settings.interrupt_grace,
-            **box.kernel_options(),
-        ) as run:  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            try:
+                run = stack.enter_context(kernel(
+                    box.work, self.settings.cell_timeout, box.env,
+                    interrupt_grace=self.settings.interrupt_grace, **box.kernel_options(),
+                ))  # fmt: skip
+            except KernelStartError as error:
+                if not outcomes:  # no student code ran yet: the grader's side failed (graded again)
+                    raise GraderFailure(f"its kernel did not start: {error}\n{error.log}".strip()) from None
+                why = f"a fresh kernel did not start: {error}"  # what the student's code left may be why
+                for i in pending:
+                    outcomes[i] = Outcome(steps[i].source, 0.0, KERNEL_DIED, why)
+                return None
             self.watchdog.kernel = run
             if self.exercise.uses_mlflow:
                 try:

@@ -22,7 +22,6 @@ handout; it refuses otherwise, and refuses to replace a folder it did not write.
 """
 
 import argparse
-import ast
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 import nbformat
 
 from tools import REPO, make_exercise
+from tools.grading.exercise import imports_in
 
 NOTEBOOKS = ["mlflow_tracking.ipynb", make_exercise.EXERCISE.name]  # the lesson, then the exercise
 ENTRY_POINTS = ["tools/lab.py"]  # what the Makefile's lab and server targets run
@@ -75,18 +75,8 @@ def lab_modules(root: Path, sources: list[str]) -> set[str]:
 
 def imported(source: str) -> set[str]:
     """The modules a piece of code imports (`from a import b` may import the module a.b)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    modules = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            modules.add(node.module)
-            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return modules
+    bound = imports_in(source).values()
+    return {module for module, _ in bound} | {f"{module}.{name}" for module, name in bound if name}
 
 
 def code_cells(path: Path) -> list[str]:
@@ -141,7 +131,7 @@ def contents(root: Path) -> dict[str, bytes]:
     files["README.md"] = student_readme((root / "README.md").read_text()).encode()
     files["Makefile"] = makefile((root / "Makefile").read_text()).encode()
     pages = [("README.md", files["README.md"].decode())]
-    pages += [(notebook, markdown(root / notebook)) for notebook in NOTEBOOKS]
+    pages += [(name, markdown(nbformat.read(root / name, as_version=4))) for name in NOTEBOOKS]
     while pages:  # the images they show, and the documents they link to (with theirs)
         name, text = pages.pop()
         for target in relative_links(text):
@@ -156,9 +146,8 @@ def contents(root: Path) -> dict[str, bytes]:
     return files
 
 
-def markdown(path: Path) -> str:
-    cells = nbformat.read(path, as_version=4).cells
-    return "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+def markdown(notebook: nbformat.NotebookNode) -> str:
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
 
 
 def relative_links(text: str) -> list[str]:
@@ -175,8 +164,7 @@ def broken_links(files: dict[str, bytes]) -> list[str]:
         if name.endswith(".md"):
             text = content.decode()
         elif name.endswith(".ipynb"):
-            cells = nbformat.reads(content.decode(), as_version=4).cells
-            text = "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+            text = markdown(nbformat.reads(content.decode(), as_version=4))
         else:
             continue
         for target in relative_links(text):

@@ -193,13 +193,12 @@ def read_bytes(path: Path) -> bytes:
 def take_in(submission: Submission, exercise: Exercise, codes: similarity.TodoCode, folder: Path) -> None:
     """Read the submission once into a private copy in folder (what is graded), and note its hash,
     its TODOs' code and, when it cannot be graded, why."""
-    if submission.problem:
-        submission.sha256 = hashlib.sha256(submission.problem.encode()).hexdigest()
-        return
-    try:
-        content = read_bytes(submission.path)
-    except ValueError as error:
-        submission.problem = str(error)
+    if not submission.problem:
+        try:
+            content = read_bytes(submission.path)
+        except ValueError as error:
+            submission.problem = str(error)
+    if submission.problem:  # recorded once: its hash is the reason's
         submission.sha256 = hashlib.sha256(submission.problem.encode()).hexdigest()
         return
     submission.sha256 = hashlib.sha256(content).hexdigest()
